@@ -1,0 +1,1 @@
+"""Datasets: native-layout readers, the prepared manifest, the split and synthetic twins."""

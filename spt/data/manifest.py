@@ -1,0 +1,100 @@
+"""The prepared-data manifest: the one table every later stage reads.
+
+``spt prepare`` writes one ``manifest.csv`` per dataset under the prepared-data folder
+(``data/prepared/<dataset>/manifest.csv`` by default). One row per usable image:
+
+=============  ==========================================================================
+image_id       ``<dataset>/<image path relative to the dataset root, no extension>``,
+               posix separators; unique across all datasets and stable across machines
+dataset        mvtec, visa, mpdd, btad, ksdd2, mtd, spt_archive or a user's folder name
+category       product / class (``MT_Crack``, ``bottle``, ``01``...)
+defect_type    publisher's defect name; ``good`` for normal images
+label          ``defect`` or ``normal``
+split          ``train`` or ``test`` (see docs/data.md for the protocol)
+image_path     the raw image file (as found under the dataset root)
+mask_path      the normalised mask (one channel, uint8 0/255, same size as the image);
+               empty for normal images
+height, width  image size in pixels
+mask_pixels    foreground pixels of the normalised mask (0 for normal images)
+image_sha256   sha256 of the raw image file
+mask_sha256    sha256 of the raw mask file (empty for normal images)
+=============  ==========================================================================
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from spt.errors import SuiteError
+
+MANIFEST_COLUMNS = [
+    "image_id",
+    "dataset",
+    "category",
+    "defect_type",
+    "label",
+    "split",
+    "image_path",
+    "mask_path",
+    "height",
+    "width",
+    "mask_pixels",
+    "image_sha256",
+    "mask_sha256",
+]
+_DTYPES = {
+    "image_id": str,
+    "dataset": str,
+    "category": str,
+    "defect_type": str,
+    "label": str,
+    "split": str,
+    "image_path": str,
+    "mask_path": str,
+    "image_sha256": str,
+    "mask_sha256": str,
+    "height": "int64",
+    "width": "int64",
+    "mask_pixels": "int64",
+}
+
+
+def write_manifest(frame: pd.DataFrame, path: str | Path) -> None:
+    """Write atomically (temp file + rename): a kill never leaves a partial manifest."""
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"manifest frame lacks columns {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame = frame[MANIFEST_COLUMNS].sort_values("image_id", kind="stable")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as handle:
+            frame.to_csv(handle, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read one manifest, checking its columns; a bad file gives a one-line SuiteError."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(
+            f"{path}: manifest not found; run `spt prepare` (or `dvc repro prepare`) first"
+        )
+    try:
+        frame = pd.read_csv(path, dtype=_DTYPES, keep_default_na=False)
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise SuiteError(
+            f"{path}: unreadable manifest ({exc}); delete it and run `spt prepare` again"
+        ) from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
+    if missing:
+        raise SuiteError(f"{path}: manifest lacks columns {missing}; run `spt prepare` again")
+    return frame
