@@ -1,0 +1,29 @@
+"""Shared test helpers: where ../shared is, and small models built once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = REPO_ROOT.parent / "shared"
+FIXTURE_PATH = SHARED_DIR / "fixtures" / "official_spt_tiny.pt"
+MTD_DIR = SHARED_DIR / "datasets" / "mtd"
+
+
+def require_shared(path: Path) -> Path:
+    """Return ``path`` or skip: ../shared exists only on the project's own machines."""
+    if not path.exists():
+        pytest.skip(f"{path} is absent (../shared ships only with the project's machines)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def fixture_path() -> Path:
+    return require_shared(FIXTURE_PATH)
+
+
+@pytest.fixture(scope="session")
+def mtd_dir() -> Path:
+    return require_shared(MTD_DIR)

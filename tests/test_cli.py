@@ -1,0 +1,81 @@
+"""The `spt` command line: help, the backbones listing, one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import torch
+
+from spt.cli import build_parser, main
+
+
+def test_help_lists_every_subcommand(capsys):
+    parser = build_parser()
+    names = set(parser._subparsers._group_actions[0].choices)
+    assert "backbones" in names
+    assert main([]) == 2  # no command: help, non-zero
+    out = capsys.readouterr().out
+    for name in names:
+        assert name in out
+
+
+def test_every_subcommand_has_an_explaining_help():
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        text = sub.format_help()
+        assert len(sub.description or "") > 80, f"spt {name} --help explains too little"
+        assert "usage: spt " + name in text
+
+
+def test_console_script_runs():
+    done = subprocess.run(
+        [sys.executable, "-m", "spt.cli", "--help"], capture_output=True, text=True, check=True
+    )
+    assert "backbones" in done.stdout
+
+
+def test_backbones_lists_checkpoints(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SPT_SAM_CHECKPOINT_DIR", raising=False)
+    params = tmp_path / "params.yaml"
+    params.write_text(f"sam:\n  checkpoint_dir: {tmp_path}\n")
+    (tmp_path / "sam_vit_l_0b3195.pth").write_bytes(b"x")
+    assert main(["backbones", "--params", str(params)]) == 0
+    out = capsys.readouterr().out
+    assert f"{tmp_path}/sam_vit_b_01ec64.pth (missing" in out
+    assert f"{tmp_path}/sam_vit_l_0b3195.pth (present" in out
+    assert "tiny" in out and "random init" in out
+
+
+def test_backbones_verify_reports_a_bad_file(tmp_path, capsys):
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    params = tmp_path / "params.yaml"
+    params.write_text(f"sam:\n  checkpoints:\n    tiny: {bad}\n")
+    assert main(["backbones", "--params", str(params), "--verify"]) == 1
+    assert "INVALID" in capsys.readouterr().out
+
+
+def test_backbones_verify_accepts_a_good_file(tmp_path, capsys):
+    from spt.sam import build_sam
+
+    good = tmp_path / "tiny.pth"
+    torch.save(build_sam("tiny").state_dict(), good)
+    params = tmp_path / "params.yaml"
+    params.write_text(f"sam:\n  checkpoints:\n    tiny: {good}\n")
+    assert main(["backbones", "--params", str(params), "--verify"]) == 0
+    assert "verified" in capsys.readouterr().out
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("sam: [unclosed\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "spt.cli", "backbones", "--params", str(params)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(params) in lines[0]
+    assert "Traceback" not in done.stderr
