@@ -1,0 +1,280 @@
+"""The training engine every trainable method shares: order, steps, checkpoints, resume, DDP.
+
+What it guarantees:
+
+- **Determinism.** The order of the training set in epoch ``e`` is a pure function of
+  (seed, epoch, image ids); each sample is built from a generator keyed by (seed, image id, epoch)
+  (see :func:`sample_key`). Nothing depends on the number of processes or on a loader's order.
+- **Scale-out.** Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in
+  DistributedDataParallel (gloo on CPU, nccl on CUDA). A global batch of ``batch_size`` samples is
+  split into equal per-rank shares; DDP averages gradients, so N processes see the same global
+  batches as one process with the same ``batch_size``.
+- **Resume.** After every epoch an atomic checkpoint (``state/last.pt``) holds the trainable
+  tensors, optimizer, scheduler, RNG states and the config fingerprint; ``resume=True`` continues
+  exactly where the last finished epoch ended. A run killed mid-epoch redoes that epoch only.
+
+A model is any ``nn.Module`` whose ``forward(batch)`` returns a dict of scalar tensors with a
+``"loss"`` entry; its trainable tensors are the parameters with ``requires_grad``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from spt.errors import SuiteError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation knobs (params.yaml ``train.*``); defaults follow the official SPT recipe."""
+
+    epochs: int = 16
+    batch_size: int = 1  # global batch, split evenly over processes
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    lr_step_epochs: int = 10  # StepLR step (x gamma at epoch 10)
+    lr_gamma: float = 0.1
+    warmup_steps: int = 0  # linear warm-up of the lr (WeSAM uses 250)
+    grad_clip: float = 0.0  # 0: off
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)  # method-specific, part of the fingerprint
+
+    def fingerprint(self) -> str:
+        blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def sample_key(seed: int, image_id: str, epoch: int, purpose: str = "train") -> int:
+    """A 64-bit seed that depends only on (seed, image id, epoch, purpose)."""
+    text = f"{seed}|{image_id}|{epoch}|{purpose}".encode()
+    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little")
+
+
+def epoch_order(image_ids: Sequence[str], seed: int, epoch: int) -> list[int]:
+    """Indices of ``image_ids`` in this epoch's order: sorted by a keyed hash, not by position."""
+    keys = [sample_key(seed, image_id, epoch, "order") for image_id in image_ids]
+    return sorted(range(len(image_ids)), key=lambda i: (keys[i], image_ids[i]))
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> DistInfo:
+    """Join the process group that torchrun describes in the environment, if any."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors training changes: every parameter with requires_grad, detached, on CPU."""
+    return {n: p.detach().cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
+    expected = {n for n, p in model.named_parameters() if p.requires_grad}
+    missing, unexpected = expected - set(tensors), set(tensors) - expected
+    if missing or unexpected:
+        raise SuiteError(
+            f"{source}: trainable tensors do not fit this model (missing {sorted(missing)[:3]}, "
+            f"unexpected {sorted(unexpected)[:3]}); it was saved by another method or config"
+        )
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, value in tensors.items():
+            params[name].copy_(value.to(params[name].device))
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save to a temp file in the same folder, then rename: never a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _rng_state() -> dict[str, Any]:
+    """Global RNG states as tensors and tuples, so the checkpoint loads with weights_only=True.
+
+    The suite draws nothing from global RNGs (samples use keyed generators); these are saved so
+    that third-party code that does (dropout, a library's augmentation) also resumes exactly.
+    """
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(state["python"])
+
+
+def _lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """lr multiplier at optimizer step s: linear warm-up, then step decay by epoch."""
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        epoch = step // max(1, steps_per_epoch)
+        return warm * config.lr_gamma ** (epoch // config.lr_step_epochs)
+
+    return factor
+
+
+@dataclass
+class TrainResult:
+    epochs_done: int
+    steps_done: int
+    history: list[dict[str, float]]
+    trainable_parameters: int
+
+
+def train(
+    model: nn.Module,
+    image_ids: Sequence[str],
+    make_sample: Callable[[int, int], dict[str, Any]],
+    collate: Callable[[list[dict[str, Any]]], Any],
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    device: torch.device | str = "cpu",
+    stop_after_epochs: int | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` on the samples ``make_sample(index, epoch)`` of ``image_ids``.
+
+    ``make_sample`` must be a pure function of (index, epoch) and the config seed;
+    ``collate`` turns this rank's share of a global batch into the model's ``batch`` argument.
+    ``stop_after_epochs`` ends the run early (as if killed after that epoch's checkpoint).
+    """
+    out_dir = Path(out_dir)
+    device = torch.device(device)
+    info = init_distributed(device)
+    if config.batch_size % info.world_size:
+        raise SuiteError(
+            f"train.batch_size {config.batch_size} is not divisible by the {info.world_size} "
+            "processes; set a multiple of the process count"
+        )
+    if len(image_ids) < config.batch_size:
+        raise SuiteError(
+            f"only {len(image_ids)} training images for a batch of {config.batch_size}; "
+            "lower train.batch_size or add training data"
+        )
+    model.to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise SuiteError("this method has no trainable parameters; nothing to train")
+    n_trainable = sum(p.numel() for p in params)
+    steps_per_epoch = len(image_ids) // config.batch_size  # the ragged tail is dropped
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
+    state_path = out_dir / "state" / "last.pt"
+    start_epoch, history = 0, []
+
+    if resume and state_path.is_file():
+        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        if saved["fingerprint"] != config.fingerprint():
+            raise SuiteError(
+                f"{state_path}: saved by a run with other training params; rerun without "
+                "--resume to start over (or restore the params it was made with)"
+            )
+        load_trainable_state(model, saved["trainable"], state_path)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        _set_rng_state(saved["rng"])
+        start_epoch, history = saved["epoch"], saved["history"]
+
+    wrapped: nn.Module = model
+    if info.world_size > 1:
+        ids = [device.index] if device.type == "cuda" else None
+        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    share = config.batch_size // info.world_size
+    last_epoch = (
+        config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
+    )
+    model.train()
+    for epoch in range(start_epoch, last_epoch):
+        order = epoch_order(image_ids, config.seed, epoch)
+        sums: dict[str, float] = {}
+        bar = tqdm(
+            range(steps_per_epoch),
+            desc=f"epoch {epoch + 1}/{config.epochs}",
+            disable=not (progress and info.is_main),
+            leave=False,
+        )
+        for step in bar:
+            global_batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+            mine = global_batch[info.rank * share : (info.rank + 1) * share]
+            batch = collate([make_sample(i, epoch) for i in mine])
+            losses = wrapped(batch)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                raise SuiteError(
+                    f"training loss became {loss.item()} at epoch {epoch + 1} step {step + 1}; "
+                    "lower train.lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            for name, value in losses.items():
+                sums[name] = sums.get(name, 0.0) + float(value.detach())
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+        record.update({k: v / max(1, steps_per_epoch) for k, v in sums.items()})
+        history.append(record)
+        if info.is_main:
+            atomic_save(
+                {
+                    "epoch": epoch + 1,
+                    "fingerprint": config.fingerprint(),
+                    "trainable": trainable_state(model),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "rng": _rng_state(),
+                    "history": history,
+                },
+                state_path,
+            )
+        if info.world_size > 1:
+            dist.barrier()
+    model.eval()
+    done = min(last_epoch, config.epochs)
+    return TrainResult(done, done * steps_per_epoch, history, n_trainable)
