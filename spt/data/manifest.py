@@ -1,7 +1,7 @@
 """The prepared-data manifest: the one table every later stage reads.
 
 ``spt prepare`` writes one ``manifest.csv`` per dataset under the prepared-data folder
-(``data/prepared/<dataset>/manifest.csv`` by default). One row per usable image:
+(``work/prepared/<dataset>/manifest.csv`` by default). One row per usable image:
 
 =============  ==========================================================================
 image_id       ``<dataset>/<image path relative to the dataset root, no extension>``,

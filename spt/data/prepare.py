@@ -1,0 +1,227 @@
+"""The prepare step: raw dataset roots -> manifests, normalised masks and a report.
+
+For each configured dataset: check the root, scan it with its layout's reader, inspect every
+image (hash, decode, normalise the mask; in worker processes when asked), apply the split
+protocol and write ``<prepared>/<dataset>/{manifest.csv, masks/, report.json}``. One dataset's
+failure is recorded in its report and never stops the others.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from spt.data.config import DataConfig, DatasetConfig
+from spt.data.inspect import Outcome, inspect_record
+from spt.data.issues import Issue
+from spt.data.manifest import write_manifest
+from spt.data.readers import get_reader
+from spt.data.records import ImageRecord
+from spt.data.report import DatasetReport, to_json, write_text_atomic
+from spt.data.roots import diagnose_root
+from spt.data.split import assign_splits
+from spt.errors import SuiteError
+
+MANIFEST = "manifest.csv"
+REPORT = "report.json"
+MASKS = "masks"
+POOL_MIN_IMAGES = 64  # below this, starting worker processes costs more than it saves
+
+
+def _inspect_job(job: tuple[ImageRecord, str, Path]) -> Outcome:
+    return inspect_record(*job)
+
+
+def mask_output_path(out_dir: Path, record: ImageRecord) -> Path:
+    relative = record.image_id.split("/", 1)[1]
+    return out_dir / MASKS / f"{relative}.png"
+
+
+def _clear_outputs(out_dir: Path) -> None:
+    """Remove what an earlier run wrote for this dataset (only the files this step owns)."""
+    shutil.rmtree(out_dir / MASKS, ignore_errors=True)
+    for name in (MANIFEST, REPORT):
+        (out_dir / name).unlink(missing_ok=True)
+
+
+def _drop_duplicate_ids(records: list[ImageRecord], report: DatasetReport) -> list[ImageRecord]:
+    """Two files with one id (``000.png`` and ``000.bmp``) are ambiguous: report both, keep none."""
+    by_id = Counter(record.image_id for record in records)
+    kept = []
+    for record in records:
+        if by_id[record.image_id] == 1:
+            kept.append(record)
+            continue
+        others = sorted(
+            r.image_path.name
+            for r in records
+            if r.image_id == record.image_id and r.image_path != record.image_path
+        )
+        report.issues.append(
+            Issue(
+                "skipped",
+                "duplicate_id",
+                str(record.image_path),
+                f"image id {record.image_id} is also used by {', '.join(others)}",
+                "remove or rename all but one of these files",
+            )
+        )
+        report.count(record.category, record.defect_type, "found")
+    return kept
+
+
+def _report_leaks(rows: list[dict], report: DatasetReport) -> None:
+    """Identical image bytes on both sides of the split would leak test pixels into training."""
+    by_hash: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_hash[row["image_sha256"]].append(row)
+    for group in by_hash.values():
+        if len({row["split"] for row in group}) > 1:
+            train_ids = sorted(row["image_id"] for row in group if row["split"] == "train")
+            for row in sorted(group, key=lambda r: r["image_id"]):
+                if row["split"] == "test":
+                    report.issues.append(
+                        Issue(
+                            "warning",
+                            "identical_across_split",
+                            row["image_path"],
+                            f"test image has the same bytes as train image(s) {', '.join(train_ids)}",
+                            "delete the duplicate file from the raw data",
+                        )
+                    )
+
+
+def _run_jobs(
+    jobs: list[tuple[ImageRecord, str, Path]], executor: Executor | None, label: str
+) -> Iterator[Outcome]:
+    results: Iterable[Outcome]
+    if executor is None or len(jobs) < POOL_MIN_IMAGES:
+        results = map(_inspect_job, jobs)
+    else:
+        results = executor.map(_inspect_job, jobs, chunksize=16)  # keeps input order
+    yield from tqdm(results, total=len(jobs), desc=f"prepare {label}", unit="img")
+
+
+def prepare_dataset(
+    config: DatasetConfig,
+    out_root: Path,
+    seed: int,
+    fraction: float,
+    executor: Executor | None = None,
+) -> DatasetReport:
+    start = time.perf_counter()
+    reader = get_reader(config.layout)
+    report = DatasetReport(config.name, config.layout, config.root.as_posix())
+    out_dir = out_root / config.name
+    _clear_outputs(out_dir)
+    if not config.root.is_dir():
+        report.status = "missing"
+        report.error = (
+            f"{config.root.as_posix()} not found; put {reader.title} there "
+            f"or set data.datasets.{config.name}.root in params.yaml"
+        )
+        return report
+    try:
+        problem = diagnose_root(config)
+        if problem:
+            raise SuiteError(problem)
+        scan = reader.scan(config.name, config.root, config.options)
+    except SuiteError as exc:
+        report.status, report.error = "failed", str(exc)
+    except OSError as exc:  # an unreadable folder fails this dataset, not the run
+        report.status = "failed"
+        report.error = f"{config.root.as_posix()}: cannot list files ({exc}); check permissions"
+    else:
+        report.issues.extend(scan.issues)
+        _build_manifest(config, scan.records, out_dir, seed, fraction, executor, report)
+    report.seconds = time.perf_counter() - start
+    write_text_atomic(out_dir / REPORT, to_json([report]))
+    return report
+
+
+def _build_manifest(
+    config: DatasetConfig,
+    records: list[ImageRecord],
+    out_dir: Path,
+    seed: int,
+    fraction: float,
+    executor: Executor | None,
+    report: DatasetReport,
+) -> None:
+    """Inspect every record, split the usable ones and write the manifest."""
+    records = _drop_duplicate_ids(records, report)
+    jobs = [(r, config.mask_convention, mask_output_path(out_dir, r)) for r in records]
+    rows = []
+    for outcome in _run_jobs(jobs, executor, config.name):
+        report.issues.extend(outcome.issues)
+        report.count(outcome.record.category, outcome.defect_type, "found")
+        if outcome.row is not None:
+            rows.append(outcome.row)
+    assign_splits(rows, seed, fraction)
+    for row in rows:
+        report.count(row["category"], row["defect_type"], "in_manifest")
+        report.count(row["category"], row["defect_type"], row["split"])
+    _report_leaks(rows, report)
+    if rows:
+        report.manifest = (out_dir / MANIFEST).as_posix()
+        write_manifest(pd.DataFrame(rows), out_dir / MANIFEST)
+    else:
+        report.status = "failed"
+        report.error = (
+            f"{config.root.as_posix()}: no usable images found "
+            f"(expected {get_reader(config.layout).expected}); see the issues in its report"
+        )
+
+
+def _refuse_output_inside_raw_data(out_root: Path, datasets: list[DatasetConfig]) -> None:
+    """Raw data stays as shipped: prepared files never go into a dataset root."""
+    out = out_root.resolve()
+    for dataset in datasets:
+        root = dataset.root.resolve()
+        if out == root or root in out.parents:
+            raise SuiteError(
+                f"{out_root}: inside the raw-data root of {dataset.name} ({dataset.root}); "
+                "write prepared data elsewhere (--out or data.prepared_root)"
+            )
+
+
+def resolve_workers(requested: int) -> int:
+    return requested if requested > 0 else max(1, os.cpu_count() or 1)
+
+
+def prepare_all(
+    config: DataConfig,
+    names: list[str] | None = None,
+    out_root: Path | None = None,
+    workers: int | None = None,
+) -> list[DatasetReport]:
+    """Prepare the named datasets (default: every configured one) in name order."""
+    names = sorted(set(config.datasets if names is None else names))
+    unknown = [n for n in names if n not in config.datasets]
+    if unknown:
+        raise SuiteError(
+            f"unknown dataset(s) {', '.join(unknown)}; configured in params.yaml data.datasets: "
+            f"{', '.join(sorted(config.datasets)) or 'none'}"
+        )
+    out_root = out_root or config.prepared_root
+    _refuse_output_inside_raw_data(out_root, [config.datasets[n] for n in names])
+    count = resolve_workers(config.workers if workers is None else workers)
+    executor = ProcessPoolExecutor(max_workers=count) if count > 1 else None
+    try:
+        return [
+            prepare_dataset(
+                config.datasets[n], out_root, config.seed, config.train_fraction, executor
+            )
+            for n in names
+        ]
+    finally:
+        if executor is not None:
+            executor.shutdown()

@@ -1,0 +1,39 @@
+"""Native-layout readers behind one interface, looked up by layout name."""
+
+from __future__ import annotations
+
+from spt.data.readers.base import LayoutReader, ScanResult
+from spt.data.readers.btad import BTADReader
+from spt.data.readers.folder import FolderReader
+from spt.data.readers.ksdd2 import KSDD2Reader
+from spt.data.readers.mtd import MTDReader
+from spt.data.readers.mvtec import MPDDReader, MVTecReader
+from spt.data.readers.spt_archive import SPTArchiveReader
+from spt.data.readers.visa import VisAReader
+from spt.errors import SuiteError
+
+READERS: dict[str, LayoutReader] = {
+    reader.layout: reader
+    for reader in (
+        MVTecReader(),
+        VisAReader(),
+        MPDDReader(),
+        BTADReader(),
+        KSDD2Reader(),
+        MTDReader(),
+        SPTArchiveReader(),
+        FolderReader(),
+    )
+}
+
+
+def get_reader(layout: str) -> LayoutReader:
+    try:
+        return READERS[layout]
+    except KeyError:
+        raise SuiteError(
+            f"unknown dataset layout {layout!r}; use one of {', '.join(READERS)} in params.yaml"
+        ) from None
+
+
+__all__ = ["READERS", "LayoutReader", "ScanResult", "get_reader"]

@@ -1,0 +1,125 @@
+"""The one interface every native-layout reader implements, and the helpers they share."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from spt.data.issues import Issue
+from spt.data.records import ImageRecord
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+@dataclass
+class ScanResult:
+    """What a reader found under a root: records, plus files it could not pair or place."""
+
+    records: list[ImageRecord] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+
+
+class LayoutReader(ABC):
+    """Turns one dataset root in one publisher's layout into :class:`ImageRecord` s.
+
+    Readers only list and pair files (nothing is decoded here), so a scan is cheap; decoding,
+    hashing and mask checks happen later, once per record, in :mod:`spt.data.inspect`.
+    """
+
+    layout: str  # registry key, also the value of ``layout:`` in params.yaml
+    title: str  # the dataset's name as its publisher writes it
+    expected: str  # the layout in one line, for error messages
+    option_names: tuple[str, ...] = ()
+
+    @abstractmethod
+    def looks_like(self, root: Path) -> bool:
+        """Cheap signature check: does ``root`` hold this layout (used to catch wrong roots)?"""
+
+    @abstractmethod
+    def scan(self, dataset: str, root: Path, options: dict[str, Any]) -> ScanResult:
+        """List every image under ``root`` as a record, in a file-system-independent order."""
+
+
+def sorted_dirs(folder: Path) -> list[Path]:
+    """Sub-folders by name: never rely on the file system's listing order."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+
+
+def sorted_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def image_files(folder: Path) -> list[Path]:
+    return [p for p in sorted_files(folder) if is_image_file(p)]
+
+
+def stem_index(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """``stem -> file`` for the files of ``folder`` with one of ``suffixes`` (any letter case).
+
+    Built once per folder so pairing images with masks stays linear. Stems are compared whole
+    (``Path.stem``), never by stripping characters off a name (``str.rstrip(".png")`` turns
+    ``pong.png`` into ``po``). When two files share a stem, the earlier suffix in ``suffixes``
+    wins; the duplicate-id check reports such pairs among images.
+    """
+    order = {s.lower(): i for i, s in enumerate(suffixes)}
+    index: dict[str, Path] = {}
+    for path in sorted_files(folder):
+        rank = order.get(path.suffix.lower())
+        if rank is None:
+            continue
+        held = index.get(path.stem)
+        if held is None or rank < order[held.suffix.lower()]:
+            index[path.stem] = path
+    return index
+
+
+def missing_mask_issue(image: Path, expected: str) -> Issue:
+    return Issue(
+        "skipped",
+        "missing_mask",
+        str(image),
+        f"defect image has no mask (expected {expected})",
+        "restore the mask from the publisher's archive",
+    )
+
+
+def orphan_mask_issue(mask: Path) -> Issue:
+    return Issue(
+        "ignored",
+        "orphan_mask",
+        str(mask),
+        "mask without a matching image",
+        "restore the image or delete the mask",
+    )
+
+
+def stray_folder_issue(path: Path, expected: str) -> Issue:
+    return Issue(
+        "ignored",
+        "stray_folder",
+        str(path),
+        f"folder is not a category (expected {expected} inside)",
+        "move it out of the dataset root if it holds images",
+    )
+
+
+def stray_file_issue(path: Path, where: str) -> Issue:
+    return Issue(
+        "ignored", "stray_file", str(path), f"not an image file in {where}", "move it elsewhere"
+    )

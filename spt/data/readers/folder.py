@@ -1,0 +1,73 @@
+"""A user's own line: a folder of images and a folder of masks.
+
+Options (``data.datasets.<name>`` in params.yaml): ``images`` and ``masks`` (folders, relative to
+the root unless absolute; defaults ``images`` and ``masks``), ``mask_suffix`` (text between the
+image's stem and ``.png`` in a mask's name; default none), ``category`` (default: the dataset
+name). Sub-folders of ``images`` become categories and are mirrored under ``masks``. An image
+with a mask is a defect image when the mask has foreground; an image without a mask is normal.
+There is no publisher split: the suite's protocol splits every stratum.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from spt.data.readers.base import LayoutReader, ScanResult, image_files, orphan_mask_issue
+from spt.data.records import NORMAL, ImageRecord, make_image_id
+from spt.errors import SuiteError
+
+DEFECT = "defect"
+
+
+class FolderReader(LayoutReader):
+    layout = "folder"
+    title = "images folder + masks folder"
+    expected = (
+        "<root>/<images>/**/*.<png|jpg|bmp|tif> and <root>/<masks>/**/<stem><mask_suffix>.png"
+    )
+    option_names = ("images", "masks", "mask_suffix", "category")
+
+    def looks_like(self, root: Path) -> bool:
+        return (root / "images").is_dir()
+
+    def scan(self, dataset: str, root: Path, options: dict[str, Any]) -> ScanResult:
+        images_dir = root / str(options.get("images", "images"))
+        masks_dir = root / str(options.get("masks", "masks"))
+        suffix = str(options.get("mask_suffix", "") or "")
+        default_category = str(options.get("category", dataset))
+        if not images_dir.is_dir():
+            raise SuiteError(
+                f"{images_dir}: images folder not found; set data.datasets.{dataset}.images "
+                "(relative to its root) in params.yaml"
+            )
+        result = ScanResult()
+        used_masks: set[Path] = set()
+        folders = [images_dir] + sorted(
+            (p for p in images_dir.rglob("*") if p.is_dir()), key=lambda p: p.as_posix()
+        )
+        for folder in folders:
+            relative_dir = folder.relative_to(images_dir)
+            category = default_category if relative_dir == Path(".") else relative_dir.as_posix()
+            for path in image_files(folder):
+                mask = masks_dir / relative_dir / f"{path.stem}{suffix}.png"
+                has_mask = mask.is_file()
+                if has_mask:
+                    used_masks.add(mask)
+                result.records.append(
+                    ImageRecord(
+                        dataset,
+                        category,
+                        DEFECT if has_mask else NORMAL,
+                        make_image_id(dataset, root, path),
+                        path,
+                        mask if has_mask else None,
+                        None,
+                        label_from_mask=has_mask,
+                    )
+                )
+        if masks_dir.is_dir():
+            for mask in sorted(masks_dir.rglob("*.png"), key=lambda p: p.as_posix()):
+                if mask not in used_masks:
+                    result.issues.append(orphan_mask_issue(mask))
+        return result
