@@ -1,0 +1,307 @@
+"""The evaluation loop: method x dataset x prompt mode -> per-image records and a summary.
+
+Per image: read the RGB image and its 0/255 mask, prepare the model input, run the method's
+encoder ONCE, then for every prompt mode build the prompt from the resized mask, decode, resize
+the logits to the original mask size and score every output stage. A prompt that cannot be built
+becomes a ``no_prompt`` record with its reason.
+
+Resume: images are processed in chunks (per dataset, in image-id order); each finished chunk is
+written atomically under ``<out>/parts/`` with a name that hashes everything its results depend
+on (method, backbone, checkpoint file, params, seed, modes, protocol, manifest, image ids). A rerun
+skips chunks whose file exists, then merges the chunks into ``records.parquet`` (atomically) and
+writes ``summary.csv`` / ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from spt.data.manifest import read_manifest
+from spt.errors import SuiteError
+from spt.harness.method import Method, build_method
+from spt.harness.metrics import MaskScorer
+from spt.harness.preprocess import InputFrame, image_to_input, logits_to_original, mask_to_input
+from spt.harness.prompts import (
+    DEFAULT_MASK_PROMPT_LOGIT,
+    DEFAULT_PROMPT_MODES,
+    PromptUnavailable,
+    build_prompt,
+    validate_mode,
+)
+from spt.harness.records import (
+    RECORD_COLUMNS,
+    STATUS_NO_PROMPT,
+    STATUS_OK,
+    records_table,
+    write_records,
+    write_summary,
+)
+
+DEFAULT_PREPARED_ROOT = Path("work/prepared")
+DEFAULT_OUT_ROOT = Path("work/eval")
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    """Everything one evaluation run depends on."""
+
+    method: str
+    backbone: str
+    datasets: tuple[str, ...]
+    checkpoint: str | None = None
+    prompt_modes: tuple[str, ...] = DEFAULT_PROMPT_MODES
+    seed: int = 0
+    limit: int | None = None  # first N selected images per dataset (image-id order)
+    device: str = "cpu"
+    prepared_root: str = str(DEFAULT_PREPARED_ROOT)
+    out_root: str = str(DEFAULT_OUT_ROOT)
+    method_params: dict[str, Any] = field(default_factory=dict)
+    resize: str = "square"  # input protocol, see spt.harness.preprocess
+    instances: bool = False  # one prompt per connected component instead of per image
+    mask_prompt_logit: float = DEFAULT_MASK_PROMPT_LOGIT
+    chunk_size: int = 64  # images per resumable part file
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out_root) / self.method / self.backbone
+
+    def manifest_path(self, dataset: str) -> Path:
+        return Path(self.prepared_root) / dataset / "manifest.csv"
+
+
+def select_images(manifest: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
+    """Test-split defect images with a non-empty mask, in image-id order, first ``limit``."""
+    chosen = manifest[
+        (manifest["split"] == "test")
+        & (manifest["label"] == "defect")
+        & (manifest["mask_pixels"] > 0)
+    ].sort_values("image_id", kind="stable")
+    return chosen if limit is None else chosen.head(limit)
+
+
+def _resolve(path_text: str, manifest_dir: Path) -> Path:
+    """Manifest paths are used as written; a relative one missing from the working directory
+    is looked up next to the manifest."""
+    path = Path(path_text)
+    if path.is_absolute() or path.exists():
+        return path
+    return manifest_dir / path
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Image file -> uint8 (H,W,3)."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("RGB"))
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: image not found; rerun `spt prepare`") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SuiteError(f"{path}: unreadable image ({exc}); rerun `spt prepare`") from None
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """Normalised mask file -> uint8 (H,W) 0/255."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert("L"))
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: mask not found; rerun `spt prepare`") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SuiteError(f"{path}: unreadable mask ({exc}); rerun `spt prepare`") from None
+
+
+def _synchronise(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class ImageEvaluator:
+    """Scores one method on single images under one configuration."""
+
+    def __init__(self, method: Method, config: EvaluationConfig) -> None:
+        self.method = method
+        self.config = config
+        self.modes = tuple(validate_mode(m) for m in config.prompt_modes)
+
+    def evaluate(self, row: pd.Series, image: np.ndarray, mask: np.ndarray) -> list[dict]:
+        """Records for one manifest row: len(modes) x len(stages) dicts."""
+        method, config = self.method, self.config
+        if image.shape[:2] != mask.shape:
+            raise SuiteError(
+                f"{row['image_id']}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
+                f"{mask.shape[1]}x{mask.shape[0]}; rerun `spt prepare`"
+            )
+        frame = InputFrame.for_image(*mask.shape, method.spec.image_size, config.resize)
+        model_input = image_to_input(image, frame, method.device)
+        _synchronise(method.device)
+        start = time.perf_counter()
+        state = method.encode(model_input)
+        _synchronise(method.device)
+        encode_seconds = time.perf_counter() - start
+
+        resized_mask = mask_to_input(mask, frame)
+        scorer = MaskScorer(mask > 128)
+        base = {
+            "method": method.name,
+            "backbone": method.backbone,
+            "seed": config.seed,
+            "dataset": row["dataset"],
+            "category": row["category"],
+            "defect_type": row["defect_type"],
+            "image_id": row["image_id"],
+            "encode_seconds": encode_seconds,
+        }
+        records = []
+        for mode in self.modes:
+            try:
+                prompt = build_prompt(
+                    mode,
+                    resized_mask,
+                    config.seed,
+                    row["image_id"],
+                    method.spec.low_res_size,
+                    instances=config.instances,
+                    mask_prompt_logit=config.mask_prompt_logit,
+                )
+            except PromptUnavailable as missing:
+                for stage in method.stages:
+                    records.append(_no_prompt(base, mode, stage, missing.reason))
+                continue
+            start = time.perf_counter()
+            outputs = method.decode(state, prompt)
+            _synchronise(method.device)
+            seconds = time.perf_counter() - start
+            for stage in method.stages:
+                logits = logits_to_original(outputs[stage], frame)
+                # Instance prompts (N > 1) are merged into one prediction: the union of masks.
+                predicted = (logits.amax(dim=0)[0] > 0).cpu().numpy()
+                scores = scorer.score(predicted)
+                records.append(
+                    {**base, "prompt_mode": mode, "stage": stage, **scores}
+                    | {"seconds": seconds, "status": STATUS_OK, "reason": ""}
+                )
+        return records
+
+
+def _no_prompt(base: dict, mode: str, stage: str, reason: str) -> dict:
+    nan = float("nan")
+    return base | {
+        "prompt_mode": mode,
+        "stage": stage,
+        "iou": nan,
+        "biou": nan,
+        "dice": nan,
+        "seconds": nan,
+        "status": STATUS_NO_PROMPT,
+        "reason": reason,
+    }
+
+
+def _checkpoint_identity(checkpoint: str | None) -> dict:
+    if checkpoint is None:
+        return {"path": None}
+    path = Path(checkpoint)
+    stat = path.stat() if path.is_file() else None
+    return {
+        "path": str(path.resolve()),
+        "size": stat.st_size if stat else None,
+        "mtime_ns": stat.st_mtime_ns if stat else None,
+    }
+
+
+def _part_name(config: EvaluationConfig, dataset: str, manifest_hash: str, ids: Sequence[str]):
+    """File name of one chunk: dataset plus a hash of what its records depend on."""
+    identity = asdict(config)
+    for key in ("datasets", "limit", "out_root", "prepared_root", "chunk_size", "device"):
+        identity.pop(key)  # change neither the prompts nor the metrics of a given image
+    identity["checkpoint"] = _checkpoint_identity(config.checkpoint)
+    identity |= {"dataset": dataset, "manifest": manifest_hash, "image_ids": list(ids)}
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
+    return f"{dataset}-{digest.hexdigest()[:20]}.parquet"
+
+
+def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
+    """Run (or resume) one evaluation; return the path of the merged records file."""
+    if not config.datasets:
+        raise SuiteError("no datasets to evaluate; pass --datasets NAME [NAME ...]")
+    repeated = sorted({d for d in config.datasets if config.datasets.count(d) > 1})
+    if repeated:
+        raise SuiteError(f"dataset(s) {', '.join(repeated)} given more than once in --datasets")
+    for mode in config.prompt_modes:
+        validate_mode(mode)
+    plans = []
+    for dataset in config.datasets:
+        manifest_path = config.manifest_path(dataset)
+        manifest = read_manifest(manifest_path)
+        manifest_hash = hashlib.sha256(manifest_path.read_bytes()).hexdigest()
+        rows = select_images(manifest, config.limit)
+        if rows.empty:
+            raise SuiteError(
+                f"{manifest_path}: no test-split defect images with a non-empty mask to evaluate"
+            )
+        plans.append((dataset, manifest_path.parent, manifest_hash, rows))
+
+    parts_dir = config.out_dir / "parts"
+    part_files: list[Path] = []
+    method: Method | None = None
+    for dataset, manifest_dir, manifest_hash, rows in plans:
+        chunks = [
+            rows.iloc[i : i + config.chunk_size] for i in range(0, len(rows), config.chunk_size)
+        ]
+        todo = []
+        for chunk in chunks:
+            part = parts_dir / _part_name(config, dataset, manifest_hash, list(chunk["image_id"]))
+            part_files.append(part)
+            if not part.is_file():
+                todo.append((chunk, part))
+        if not todo:
+            continue
+        if method is None:
+            method = build_method(
+                config.method,
+                config.backbone,
+                checkpoint=config.checkpoint,
+                device=config.device,
+                params=config.method_params,
+            )
+            evaluator = ImageEvaluator(method, config)
+        bar = tqdm(
+            total=sum(len(chunk) for chunk, _ in todo),
+            desc=f"{config.method}/{config.backbone} {dataset}",
+            unit="img",
+            disable=not progress,
+        )
+        with bar, torch.inference_mode():
+            for chunk, part in todo:
+                records = []
+                for _, row in chunk.iterrows():
+                    if not row["mask_path"]:
+                        raise SuiteError(
+                            f"{config.manifest_path(dataset)}: {row['image_id']} has "
+                            "mask_pixels > 0 but no mask_path; rerun `spt prepare`"
+                        )
+                    image = read_rgb(_resolve(row["image_path"], manifest_dir))
+                    mask = read_mask(_resolve(row["mask_path"], manifest_dir))
+                    records.extend(evaluator.evaluate(row, image, mask))
+                    bar.update(1)
+                write_records(records_table(records), part)
+
+    merged = pa.concat_tables([pq.read_table(p) for p in part_files]).select(RECORD_COLUMNS)
+    records_path = config.out_dir / "records.parquet"
+    write_records(merged, records_path)
+    write_summary(merged.to_pandas(), config.out_dir)
+    return records_path

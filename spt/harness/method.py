@@ -1,0 +1,186 @@
+"""The Method interface the harness drives, and the registry that finds methods by name.
+
+The harness owns everything around the model: reading files, resizing and normalising the image,
+building prompts, resizing logits back, metrics, timing and I/O. A method only turns a prepared
+image into an opaque per-image ``state`` (once) and a prompt plus that state into low-res logits
+(once per prompt), so every prompt mode reuses one encoder pass.
+
+Registry: every module of the :mod:`baselines` package is imported on first lookup and each
+:class:`Method` subclass it defines is registered under its ``name`` (adding a baseline touches
+one file). Methods living elsewhere (SPT in ``spt.model.method``) are imported from
+``EXTRA_METHOD_MODULES`` when present, or register themselves with :func:`register_method`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from spt.errors import SuiteError
+from spt.harness.prompts import Prompt
+from spt.sam import get_spec
+from spt.sam.backbones import BackboneSpec
+
+# Modules outside `baselines` that define methods; skipped while they do not exist yet.
+EXTRA_METHOD_MODULES = ("spt.model.method",)
+
+
+class Method(ABC):
+    """A promptable segmentation method evaluated by the harness.
+
+    Built from ``(backbone, checkpoint, device, params)``: a backbone name from
+    :data:`spt.sam.BACKBONES`, a checkpoint path or None (random init, tiny only), a torch device
+    and the method's own parameters (a dict, e.g. from params.yaml).
+
+    Subclasses set ``name`` (unique, the ``--method`` value) and ``stages``, the names of the
+    outputs :meth:`decode` returns (zero-shot SAM: ``("final",)``; SPT: ``("draft", "final")``).
+    """
+
+    name: ClassVar[str] = ""
+    stages: ClassVar[tuple[str, ...]] = ("final",)
+
+    def __init__(
+        self,
+        backbone: str,
+        checkpoint: str | Path | None = None,
+        device: torch.device | str = "cpu",
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.spec: BackboneSpec = get_spec(backbone)
+        self.checkpoint = None if checkpoint is None else Path(checkpoint)
+        self.device = torch.device(device)
+        self.params = dict(params or {})
+
+    @abstractmethod
+    def encode(self, image: torch.Tensor) -> Any:
+        """Prepared image (1,3,S,S) float32 on ``self.device`` -> opaque per-image state.
+
+        Called once per image; the state is handed back to every :meth:`decode` of that image
+        (SPT keeps its relation matrix there too).
+        """
+
+    @abstractmethod
+    def decode(self, state: Any, prompt: Prompt) -> dict[str, torch.Tensor]:
+        """One prompt set -> {stage: low-res logits (N,1,L,L)} for every name in ``stages``.
+
+        N = ``prompt.count``; L = ``self.spec.low_res_size``. Logits, not probabilities.
+        """
+
+    # --- training surface (trainable methods override; filled by the training issues) ---
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the method has parameters to train."""
+        return self.trainable_parameter_count() > 0
+
+    def trainable_parameters(self) -> Iterator[torch.nn.Parameter]:
+        """The parameters an optimiser should update (none for a zero-shot method)."""
+        return iter(())
+
+    def trainable_parameter_count(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def train_mode(self, enabled: bool = True) -> None:
+        """Switch the underlying modules between training and evaluation behaviour."""
+        return None  # a frozen method behaves the same in both
+
+    def training_loss(self, image: torch.Tensor, prompt: Prompt, target: torch.Tensor) -> Any:
+        """Loss for one prepared image, prompt and target mask (1,1,S,S) in 0/1; trainable only.
+
+        Returns a scalar tensor, or a dict of named scalar tensors whose key ``"loss"`` is
+        optimised. The trainer owns the optimiser, schedule and data order.
+        """
+        raise NotImplementedError(f"method {self.name!r} is not trainable")
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """The trained weights to save (only what training changed); empty when not trainable."""
+        return {}
+
+    def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        """Load weights saved by :meth:`trained_state`."""
+        if state:
+            raise NotImplementedError(f"method {self.name!r} has no trained state to load")
+
+
+_REGISTRY: dict[str, type[Method]] = {}
+_discovered = False
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: make ``cls`` findable by its ``name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__qualname__} must set a non-empty `name`")
+    known = _REGISTRY.get(cls.name)
+    if known is not None and known is not cls:
+        raise TypeError(
+            f"method name {cls.name!r} is used by both {known.__module__}.{known.__qualname__} "
+            f"and {cls.__module__}.{cls.__qualname__}"
+        )
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _register_module(module) -> None:
+    for _, obj in inspect.getmembers(module, inspect.isclass):
+        if (
+            issubclass(obj, Method)
+            and obj.__module__ == module.__name__
+            and not inspect.isabstract(obj)
+            and obj.name
+        ):
+            register_method(obj)
+
+
+def _discover() -> None:
+    global _discovered
+    if _discovered:
+        return
+    import baselines
+
+    for info in sorted(pkgutil.iter_modules(baselines.__path__), key=lambda m: m.name):
+        _register_module(importlib.import_module(f"baselines.{info.name}"))
+    for name in EXTRA_METHOD_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and name.startswith(exc.name):
+                continue  # that module (or its package) is not written yet
+            raise
+        _register_module(module)
+    _discovered = True
+
+
+def available_methods() -> list[str]:
+    """Names of all registered methods, sorted."""
+    _discover()
+    return sorted(_REGISTRY)
+
+
+def method_class(name: str) -> type[Method]:
+    """The Method subclass registered as ``name``; a SuiteError lists the valid names."""
+    _discover()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SuiteError(
+            f"unknown method {name!r}: choose one of {', '.join(sorted(_REGISTRY)) or 'none'}"
+        ) from None
+
+
+def build_method(
+    name: str,
+    backbone: str,
+    checkpoint: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    params: Mapping[str, Any] | None = None,
+) -> Method:
+    """Build the method registered as ``name``."""
+    return method_class(name)(backbone, checkpoint=checkpoint, device=device, params=params)

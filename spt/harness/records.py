@@ -1,0 +1,168 @@
+"""Per-image evaluation records: the schema, atomic parquet I/O and the summary tables.
+
+One record per (method, backbone, seed, image, prompt mode, output stage):
+
+==============  =======  =============================================================
+method          str      registered method name (``zero_shot``, ``spt``...)
+backbone        str      SAM backbone (``vit_b``... ``tiny``)
+seed            int64    prompt seed
+dataset         str      dataset name from the manifest
+category        str      product / class
+defect_type     str      publisher's defect name
+image_id        str      manifest image id (unique across datasets)
+prompt_mode     str      ``box``, ``points-K``, ``points-pn``, ``coarse``, ``coarse-box``
+stage           str      method output (``final``; SPT also ``draft``)
+iou             float64  IoU (NaN unless status is ok)
+biou            float64  boundary IoU (NaN unless status is ok)
+dice            float64  Dice (NaN unless status is ok)
+seconds         float64  wall time of the method's decode call for this prompt (all stages of
+                         one call share it); NaN when no prompt could be built
+encode_seconds  float64  wall time of the image's single encoder pass (same on all its rows)
+status          str      ``ok`` or ``no_prompt``
+reason          str      why the prompt could not be built; empty when ok
+==============  =======  =============================================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from spt.errors import SuiteError
+from spt.harness.metrics import METRIC_NAMES, mean_by, mean_over_datasets
+
+RECORD_SCHEMA = pa.schema(
+    [
+        ("method", pa.string()),
+        ("backbone", pa.string()),
+        ("seed", pa.int64()),
+        ("dataset", pa.string()),
+        ("category", pa.string()),
+        ("defect_type", pa.string()),
+        ("image_id", pa.string()),
+        ("prompt_mode", pa.string()),
+        ("stage", pa.string()),
+        ("iou", pa.float64()),
+        ("biou", pa.float64()),
+        ("dice", pa.float64()),
+        ("seconds", pa.float64()),
+        ("encode_seconds", pa.float64()),
+        ("status", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+RECORD_COLUMNS = RECORD_SCHEMA.names
+STATUS_OK = "ok"
+STATUS_NO_PROMPT = "no_prompt"
+
+
+def records_table(records: list[dict]) -> pa.Table:
+    """A list of record dicts -> an arrow table with exactly :data:`RECORD_SCHEMA`."""
+    columns = {name: [r[name] for r in records] for name in RECORD_COLUMNS}
+    return pa.Table.from_pydict(columns, schema=RECORD_SCHEMA)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Write via a temp file in the same folder and rename: a kill never leaves a partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; use the usual mode
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_records(table: pa.Table, path: str | Path) -> None:
+    """Write a records table as parquet, atomically."""
+    _atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
+def read_records(path: str | Path) -> pd.DataFrame:
+    """Read a records parquet file, checking it has the record columns."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"{path}: records file not found; run `spt evaluate` first")
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SuiteError(f"{path}: unreadable records file ({exc}); delete it and rerun") from None
+    missing = [c for c in RECORD_COLUMNS if c not in frame.columns]
+    if missing:
+        raise SuiteError(f"{path}: records lack columns {missing}; delete it and rerun")
+    return frame
+
+
+def summarise(records: pd.DataFrame) -> pd.DataFrame:
+    """Summary rows: per dataset, per dataset x category, and the unweighted mean over datasets.
+
+    Every row is one (method, backbone, prompt_mode, stage) with ``level`` (``dataset``,
+    ``category`` or ``mean_over_datasets``), ``dataset``, ``category``, the metric means,
+    ``n_ok``, ``n_no_prompt``, and the mean decode and encode seconds.
+    """
+    run = ["method", "backbone", "seed", "prompt_mode", "stage"]
+    per_dataset = mean_by(records, ["dataset", *run])
+    per_category = mean_by(records, ["dataset", "category", *run])
+    overall = mean_over_datasets(per_dataset, run)
+    parts = [
+        per_dataset.reset_index().assign(level="dataset", category=""),
+        per_category.reset_index().assign(level="category"),
+        overall.reset_index().assign(level="mean_over_datasets", dataset="", category=""),
+    ]
+    summary = pd.concat(parts, ignore_index=True)
+    timing = records.groupby(run)[["seconds", "encode_seconds"]].mean()
+    summary = summary.join(timing.rename(columns=lambda c: f"mean_{c}"), on=run)
+    order = ["level", "dataset", "category", *run, *METRIC_NAMES, "n_ok", "n_no_prompt"]
+    order += ["n_datasets", "mean_seconds", "mean_encode_seconds"]
+    return summary[[c for c in order if c in summary.columns]]
+
+
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """A markdown report: the mean over datasets, then each dataset (categories in the CSV)."""
+    lines = ["# Evaluation summary", ""]
+    shown = ["prompt_mode", "stage", *METRIC_NAMES, "n_ok", "n_no_prompt"]
+    for title, rows in (
+        ("Unweighted mean over datasets", summary[summary["level"] == "mean_over_datasets"]),
+        ("Per dataset", summary[summary["level"] == "dataset"]),
+    ):
+        columns = (["dataset"] if title == "Per dataset" else []) + shown
+        lines += [f"## {title}", "", _markdown_table(rows[columns]), ""]
+    lines.append("Per-category means are in summary.csv (level = category).")
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_table(frame: pd.DataFrame) -> str:
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "nan" if math.isnan(value) else f"{value:.4f}"
+        return str(value)
+
+    header = "| " + " | ".join(frame.columns) + " |"
+    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
+
+
+def write_summary(records: pd.DataFrame, folder: str | Path) -> pd.DataFrame:
+    """Write ``summary.csv`` and ``summary.md`` into ``folder`` atomically; return the table."""
+    folder = Path(folder)
+    summary = summarise(records)
+    _atomic_write(folder / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    text = summary_markdown(summary)
+    _atomic_write(folder / "summary.md", lambda tmp: Path(tmp).write_text(text))
+    return summary

@@ -1,0 +1,278 @@
+"""End to end: zero-shot SAM on synthetic prepared data through the harness and `spt evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from sklearn.metrics import jaccard_score
+
+import baselines.zero_shot as zero_shot
+from spt.cli import main
+from spt.data.manifest import read_manifest
+from spt.harness import method as method_module
+from spt.harness.evaluate import (
+    EvaluationConfig,
+    ImageEvaluator,
+    evaluate,
+    read_mask,
+    read_rgb,
+    select_images,
+)
+from spt.harness.method import Method, available_methods, build_method, register_method
+from spt.harness.preprocess import InputFrame, image_to_input, logits_to_original, mask_to_input
+from spt.harness.prompts import DEFAULT_PROMPT_MODES, build_prompt
+from spt.harness.records import RECORD_COLUMNS, read_records
+from tests.harness_synthetic import write_dataset
+
+KINDS_A = [
+    ("blob", 96, 160),
+    ("two_regions", 150, 120),
+    ("speck", 128, 128),  # 4 pixels: points-5 and points-pn impossible
+    ("vanishing", 512, 512),  # 1 pixel: gone after resizing to 128
+]
+KINDS_B = [("scratch", 128, 128), ("blob", 200, 180)]
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> Path:
+    root = tmp_path / "prepared"
+    write_dataset(root, "synA", KINDS_A, seed=1)
+    write_dataset(root, "synB", KINDS_B, seed=2)
+    return root
+
+
+def config_for(root: Path, out: Path, **overrides) -> EvaluationConfig:
+    settings = dict(
+        method="zero_shot",
+        backbone="tiny",
+        datasets=("synA", "synB"),
+        prepared_root=str(root),
+        out_root=str(out),
+        chunk_size=2,
+    )
+    settings.update(overrides)
+    return EvaluationConfig(**settings)
+
+
+@pytest.fixture
+def count_encodes(monkeypatch):
+    calls = []
+    original = zero_shot.ZeroShotSAM.encode
+
+    def counting(self, image):
+        calls.append(image.shape)
+        return original(self, image)
+
+    monkeypatch.setattr(zero_shot.ZeroShotSAM, "encode", counting)
+    return calls
+
+
+def test_zero_shot_end_to_end(prepared, tmp_path, count_encodes):
+    records_path = evaluate(config_for(prepared, tmp_path / "eval"), progress=False)
+    records = read_records(records_path)
+    n_images = len(KINDS_A) + len(KINDS_B)  # normal and train rows are not evaluated
+    assert list(records.columns) == RECORD_COLUMNS
+    assert len(records) == n_images * len(DEFAULT_PROMPT_MODES)
+    assert len(count_encodes) == n_images  # one encoder pass per image, shared by all modes
+    assert set(records["stage"]) == {"final"} and set(records["method"]) == {"zero_shot"}
+
+    ok = records[records["status"] == "ok"]
+    assert ok[["iou", "biou", "dice"]].notna().all().all()
+    assert ((ok[["iou", "biou", "dice"]] >= 0) & (ok[["iou", "biou", "dice"]] <= 1)).all().all()
+    assert (ok["seconds"] > 0).all() and (records["encode_seconds"] > 0).all()
+
+    missing = records[records["status"] == "no_prompt"]
+    assert missing[["iou", "biou", "dice"]].isna().all().all() and (missing["reason"] != "").all()
+    vanished = missing[missing["defect_type"] == "vanishing"]
+    assert len(vanished) == len(DEFAULT_PROMPT_MODES)
+    speck = missing[missing["defect_type"] == "speck"]
+    assert sorted(speck["prompt_mode"]) == ["points-5", "points-pn"]
+    assert len(missing) == len(vanished) + len(speck)
+
+    out_dir = records_path.parent
+    summary = pd.read_csv(out_dir / "summary.csv")
+    assert set(summary["level"]) == {"dataset", "category", "mean_over_datasets"}
+    overall = summary[
+        (summary["level"] == "mean_over_datasets") & (summary["prompt_mode"] == "box")
+    ]
+    per_dataset = ok[ok["prompt_mode"] == "box"].groupby("dataset")["iou"].mean()
+    assert overall["iou"].item() == pytest.approx(per_dataset.mean())
+    assert "Unweighted mean over datasets" in (out_dir / "summary.md").read_text()
+
+
+def test_recorded_scores_match_an_independent_recomputation(prepared, tmp_path):
+    records = read_records(evaluate(config_for(prepared, tmp_path / "eval"), progress=False))
+    manifest = pd.read_csv(prepared / "synB" / "manifest.csv", keep_default_na=False)
+    row = manifest[manifest["defect_type"] == "blob"].query("split == 'test'").iloc[0]
+    image, mask = read_rgb(Path(row["image_path"])), read_mask(Path(row["mask_path"]))
+    sam = build_method("zero_shot", "tiny")
+    frame = InputFrame.for_image(*mask.shape, 128)
+    with torch.inference_mode():
+        state = sam.encode(image_to_input(image, frame))
+        prompt = build_prompt("points-3", mask_to_input(mask, frame), 0, row["image_id"], 32)
+        logits = logits_to_original(sam.decode(state, prompt)["final"], frame)[0, 0].numpy()
+    expected = jaccard_score((mask > 128).ravel(), (logits > 0).ravel())
+    got = records.query("image_id == @row.image_id and prompt_mode == 'points-3'")["iou"].item()
+    assert got == pytest.approx(expected, rel=1e-6)
+
+
+def test_rerun_resumes_and_dataset_order_does_not_matter(prepared, tmp_path, count_encodes):
+    first = read_records(evaluate(config_for(prepared, tmp_path / "eval"), progress=False))
+    encodes = len(count_encodes)
+    again = read_records(evaluate(config_for(prepared, tmp_path / "eval"), progress=False))
+    assert len(count_encodes) == encodes  # nothing recomputed
+    metrics = ["dataset", "image_id", "prompt_mode", "stage", "iou", "biou", "dice", "status"]
+    pd.testing.assert_frame_equal(first[metrics], again[metrics])
+    reordered = config_for(prepared, tmp_path / "fresh", datasets=("synB", "synA"), chunk_size=3)
+    swapped = read_records(evaluate(reordered, progress=False))
+    key = ["image_id", "prompt_mode", "stage"]
+    pd.testing.assert_frame_equal(
+        first[metrics].sort_values(key).reset_index(drop=True),
+        swapped[metrics].sort_values(key).reset_index(drop=True),
+    )
+
+
+def test_limit_and_a_changed_seed_are_separate_work(prepared, tmp_path, count_encodes):
+    records = read_records(evaluate(config_for(prepared, tmp_path / "e", limit=1), progress=False))
+    assert records.groupby("dataset")["image_id"].nunique().to_dict() == {"synA": 1, "synB": 1}
+    before = len(count_encodes)
+    evaluate(config_for(prepared, tmp_path / "e", limit=1, seed=5), progress=False)
+    assert len(count_encodes) == before + 2
+
+
+def test_interrupted_write_leaves_no_partial_file(prepared, tmp_path, monkeypatch):
+    def failing_write(table, where, **kwargs):
+        Path(where).write_bytes(b"PAR1 half a file")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pq, "write_table", failing_write)
+    out = tmp_path / "eval"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(config_for(prepared, out), progress=False)
+    assert [p for p in out.rglob("*") if p.is_file()] == []
+
+
+class DraftAndFinal(Method):
+    """A two-stage stand-in (like SPT) built on zero-shot SAM, to exercise the interface."""
+
+    name = "test_two_stage"
+    stages = ("draft", "final")
+
+    def __init__(self, backbone, checkpoint=None, device="cpu", params=None):
+        super().__init__(backbone, checkpoint, device, params)
+        self.sam = zero_shot.ZeroShotSAM(backbone, checkpoint, device, params)
+
+    def encode(self, image):
+        return self.sam.encode(image)
+
+    def decode(self, state, prompt):
+        draft = self.sam.decode(state, prompt)["final"]
+        return {"draft": draft, "final": -draft}
+
+
+def test_method_registry_and_multi_stage_records(prepared, monkeypatch):
+    assert "zero_shot" in available_methods()
+    monkeypatch.setitem(method_module._REGISTRY, DraftAndFinal.name, DraftAndFinal)
+    method = build_method("test_two_stage", "tiny")
+    config = config_for(prepared, prepared, method="test_two_stage", prompt_modes=("box", "coarse"))
+    row = select_images(read_manifest(prepared / "synB" / "manifest.csv")).iloc[0]
+    with torch.inference_mode():
+        records = ImageEvaluator(method, config).evaluate(
+            row, read_rgb(Path(row["image_path"])), read_mask(Path(row["mask_path"]))
+        )
+    assert [(r["prompt_mode"], r["stage"]) for r in records] == [
+        ("box", "draft"),
+        ("box", "final"),
+        ("coarse", "draft"),
+        ("coarse", "final"),
+    ]
+    assert records[0]["seconds"] == records[1]["seconds"]  # one decode call gives both stages
+    assert method.trainable_parameter_count() == 0 and not method.trainable
+    with pytest.raises(TypeError, match="used by both"):
+
+        class Clash(Method):
+            name = "zero_shot"
+
+            def encode(self, image):
+                return image
+
+            def decode(self, state, prompt):
+                return {}
+
+        register_method(Clash)
+
+
+def test_instances_and_multimask_options_run(prepared, tmp_path):
+    config = config_for(
+        prepared,
+        tmp_path / "eval",
+        datasets=("synA",),
+        prompt_modes=("box", "points-1"),
+        instances=True,
+        method_params={"multimask_output": True},
+        limit=2,
+    )
+    records = read_records(evaluate(config, progress=False))
+    assert (records["status"] == "ok").all() and len(records) == 4
+
+
+def test_longest_side_protocol_round_trips_geometry():
+    frame = InputFrame.for_image(96, 160, 128, resize="longest-side")
+    assert (frame.content_height, frame.content_width) == (77, 128)
+    image = np.full((96, 160, 3), 200, np.uint8)
+    prepared_image = image_to_input(image, frame)
+    assert prepared_image.shape == (1, 3, 128, 128) and (prepared_image[..., 77:, :] == 0).all()
+    logits = torch.ones(2, 1, 32, 32)
+    assert logits_to_original(logits, frame).shape == (2, 1, 96, 160)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str]:
+    status = main(["evaluate", "--no-progress", *args])
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+def test_cli_runs_and_reports_bad_input_in_one_line(prepared, tmp_path, capsys):
+    common = [
+        "--prepared-root",
+        str(prepared),
+        "--out",
+        str(tmp_path / "o"),
+        "--params",
+        "none.yaml",
+    ]
+    status, text = run_cli([*common, "--datasets", "synB", "--limit", "1"], capsys)
+    assert status == 0 and "records:" in text
+    records = read_records(tmp_path / "o" / "zero_shot" / "tiny" / "records.parquet")
+    assert len(records) == len(DEFAULT_PROMPT_MODES)
+    for bad, message in [
+        (["--datasets", "nope"], "manifest not found"),
+        (["--datasets", "synB", "--method", "nope"], "unknown method"),
+        (["--datasets", "synB", "--prompt-modes", "lasso"], "unknown prompt mode"),
+        (["--datasets", "synB", "--backbone", "vit_x"], "unknown backbone"),
+        (["--datasets", "synB", "--limit", "0"], "--limit 0"),
+        ([], "no datasets"),
+    ]:
+        status, text = run_cli([*common, *bad], capsys)
+        assert status == 2, bad
+        assert text.startswith("error: ") and message in text and "Traceback" not in text, text
+
+
+def test_corrupt_image_is_a_one_line_error(prepared, tmp_path, capsys):
+    evaluated = select_images(read_manifest(prepared / "synB" / "manifest.csv"))
+    Path(evaluated["image_path"].iloc[0]).write_bytes(b"not a png")
+    common = [
+        "--prepared-root",
+        str(prepared),
+        "--out",
+        str(tmp_path / "o"),
+        "--params",
+        "none.yaml",
+    ]
+    status, text = run_cli([*common, "--datasets", "synB"], capsys)
+    assert status == 2 and "unreadable image" in text and "Traceback" not in text
