@@ -17,10 +17,12 @@ import importlib
 import inspect
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from spt.errors import SuiteError
@@ -74,7 +76,13 @@ class Method(ABC):
         N = ``prompt.count``; L = ``self.spec.low_res_size``. Logits, not probabilities.
         """
 
-    # --- training surface (trainable methods override; filled by the training issues) ---
+    # --- training surface (trainable methods override) -----------------------------------
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """One module holding all of the method's weights: what the trainer moves to the
+        device, wraps in DistributedDataParallel and switches between train and eval mode."""
+        return torch.nn.Module()  # a zero-shot method has nothing to train
 
     @property
     def trainable(self) -> bool:
@@ -88,16 +96,10 @@ class Method(ABC):
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
 
-    def train_mode(self, enabled: bool = True) -> None:
-        """Switch the underlying modules between training and evaluation behaviour."""
-        return None  # a frozen method behaves the same in both
-
-    def training_loss(self, image: torch.Tensor, prompt: Prompt, target: torch.Tensor) -> Any:
-        """Loss for one prepared image, prompt and target mask (1,1,S,S) in 0/1; trainable only.
-
-        Returns a scalar tensor, or a dict of named scalar tensors whose key ``"loss"`` is
-        optimised. The trainer owns the optimiser, schedule and data order.
-        """
+    def training_losses(self, samples: Sequence[TrainingSample]) -> dict[str, torch.Tensor]:
+        """Losses for one (per-process share of a) batch: named scalar tensors, ``"loss"`` is
+        optimised, the others are logged. The trainer owns optimiser, schedule and data order;
+        every random choice inside must come from ``sample.key`` (never a global RNG)."""
         raise NotImplementedError(f"method {self.name!r} is not trainable")
 
     def trained_state(self) -> dict[str, torch.Tensor]:
@@ -108,6 +110,27 @@ class Method(ABC):
         """Load weights saved by :meth:`trained_state`."""
         if state:
             raise NotImplementedError(f"method {self.name!r} has no trained state to load")
+
+
+@dataclass
+class TrainingSample:
+    """One augmented training image, built by the trainer from (seed, image id, epoch).
+
+    image:        (1,3,S,S) float32, prepared exactly as for evaluation (resized, normalised)
+    image_uint8:  (S,S,3) uint8, the same augmented image before normalisation, for methods that
+                  make views of their own (WeSAM's weak/strong views)
+    target:       (1,1,S,S) float32 in {0,1}, the augmented ground truth
+    prompt:       the training prompt, built from ``target`` like an evaluation prompt
+    key:          a 63-bit seed, a pure function of (seed, image id, epoch), for any randomness
+                  inside the method (point sampling of the loss, views)
+    """
+
+    image_id: str
+    image: torch.Tensor
+    image_uint8: np.ndarray
+    target: torch.Tensor
+    prompt: Prompt
+    key: int
 
 
 _REGISTRY: dict[str, type[Method]] = {}
