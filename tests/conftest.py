@@ -27,3 +27,19 @@ def fixture_path() -> Path:
 @pytest.fixture(scope="session")
 def mtd_dir() -> Path:
     return require_shared(MTD_DIR)
+
+
+@pytest.fixture(scope="session")
+def synthetic_prepared(tmp_path_factory) -> Path:
+    """A prepared synthetic MTD twin (train and test defect images): the prepared root."""
+    from spt.cli import main
+
+    root = tmp_path_factory.mktemp("synthetic")
+    raw, prepared = root / "raw", root / "prepared"
+    assert main(["synth", "--out", str(raw), "--layouts", "mtd", "--defects-per-type", "4"]) == 0
+    code = main(
+        ["prepare", "--params", str(root / "none.yaml"), "--synthetic", str(raw),
+         "--out", str(prepared), "--datasets", "mtd"]
+    )  # fmt: skip
+    assert code == 0
+    return prepared

@@ -69,6 +69,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument(
+        "--trained",
+        default=None,
+        help="trained.pt written by `spt train` for this method and backbone (default: none)",
+    )
+    parser.add_argument(
         "--prepared-root", default=str(DEFAULT_PREPARED_ROOT), help="folder of prepared datasets"
     )
     parser.add_argument("--out", default=str(DEFAULT_OUT_ROOT), help="output root")
@@ -122,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
             backbone=args.backbone,
             datasets=tuple(str(d) for d in datasets),
             checkpoint=getattr(args, "checkpoint", None),
+            trained=args.trained,
             prompt_modes=tuple(_pick(args, params, "prompt_modes", DEFAULT_PROMPT_MODES)),
             seed=int(_pick(args, params, "seed", 0)),
             limit=limit,

@@ -63,6 +63,7 @@ class EvaluationConfig:
     backbone: str
     datasets: tuple[str, ...]
     checkpoint: str | None = None
+    trained: str | None = None  # trained.pt from `spt train` (None: the method as built)
     prompt_modes: tuple[str, ...] = DEFAULT_PROMPT_MODES
     seed: int = 0
     limit: int | None = None  # first N selected images per dataset (image-id order)
@@ -229,6 +230,7 @@ def _part_name(config: EvaluationConfig, dataset: str, manifest_hash: str, ids: 
     for key in ("datasets", "limit", "out_root", "prepared_root", "chunk_size", "device"):
         identity.pop(key)  # change neither the prompts nor the metrics of a given image
     identity["checkpoint"] = _checkpoint_identity(config.checkpoint)
+    identity["trained"] = _checkpoint_identity(config.trained)
     identity |= {"dataset": dataset, "manifest": manifest_hash, "image_ids": list(ids)}
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
     return f"{dataset}-{digest.hexdigest()[:20]}.parquet"
@@ -278,6 +280,10 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
                 device=config.device,
                 params=config.method_params,
             )
+            if config.trained is not None:
+                from spt.training.run import load_trained
+
+                load_trained(method, config.trained)
             evaluator = ImageEvaluator(method, config)
         bar = tqdm(
             total=sum(len(chunk) for chunk, _ in todo),

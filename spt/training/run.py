@@ -1,0 +1,170 @@
+"""Training a registered Method on the prepared training split: the body of ``spt train``.
+
+Output folder (``work/train/<method>/<backbone>`` by default):
+
+- ``trained.pt``: the method checkpoint: only the trained tensors plus what rebuilds the model
+  (method name, backbone, method params, trainable count, training config); loads with
+  ``torch.load(weights_only=True)``. ``spt evaluate --trained`` reads it.
+- ``state/last.pt``: the engine's resume state after the last finished epoch.
+- ``train_log.csv``: per-epoch mean losses and learning rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from spt.data.manifest import read_manifest
+from spt.errors import SuiteError
+from spt.harness.method import Method, TrainingSample
+from spt.training.engine import TrainConfig, TrainResult, atomic_save, train
+from spt.training.samples import SampleOptions, TrainingSet
+
+TRAINED_FILE = "trained.pt"
+TRAINED_FORMAT = "spt-suite-trained/1"
+
+
+def training_rows(prepared_root: str | Path, datasets: list[str], limit: int | None = None):
+    """Train-split defect images with a non-empty mask from each dataset's manifest, paths
+    resolved, in image-id order; ``limit`` keeps the first N per dataset."""
+    frames = []
+    for dataset in datasets:
+        path = Path(prepared_root) / dataset / "manifest.csv"
+        manifest = read_manifest(path)
+        rows = manifest[
+            (manifest["split"] == "train")
+            & (manifest["label"] == "defect")
+            & (manifest["mask_pixels"] > 0)
+        ].sort_values("image_id", kind="stable")
+        if limit is not None:
+            rows = rows.head(limit)
+        if rows.empty:
+            raise SuiteError(f"{path}: no train-split defect images; check data.train_fraction")
+        rows = rows.copy()
+        for column in ("image_path", "mask_path"):
+            rows[column] = [str(_resolve(p, path.parent)) for p in rows[column]]
+        frames.append(rows)
+    if not frames:
+        raise SuiteError("no datasets to train on: pass --datasets or set train.datasets")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _resolve(text: str, manifest_dir: Path) -> Path:
+    path = Path(text)
+    return path if path.is_absolute() or path.exists() else manifest_dir / path
+
+
+class MethodModule(nn.Module):
+    """The engine's model: holds the method's network (so DDP sees its parameters) and turns a
+    list of samples into the method's losses."""
+
+    def __init__(self, method: Method) -> None:
+        super().__init__()
+        self.network = method.network
+        self._method = (method,)  # a tuple: not registered as a submodule twice
+
+    def forward(self, samples: list[TrainingSample]) -> dict[str, torch.Tensor]:
+        return self._method[0].training_losses(samples)
+
+
+def _as_list(samples: list[TrainingSample]) -> list[TrainingSample]:
+    return samples
+
+
+def train_method(
+    method: Method,
+    rows: pd.DataFrame,
+    config: TrainConfig,
+    sample_options: SampleOptions,
+    out_dir: str | Path,
+    resume: bool = False,
+    restart: bool = False,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    stop_after_epochs: int | None = None,
+) -> tuple[Path, TrainResult]:
+    """Train ``method`` on ``rows``; return the path of ``trained.pt`` and the result."""
+    out_dir = Path(out_dir)
+    state = out_dir / "state" / "last.pt"
+    if state.exists() and not (resume or restart):
+        raise SuiteError(
+            f"{state}: an earlier run of this training exists; pass --resume to continue it or "
+            "--restart to start over"
+        )
+    if restart and state.exists():
+        state.unlink()
+    if not method.trainable:
+        raise SuiteError(f"method {method.name!r} has no trainable parameters; nothing to train")
+    dataset = TrainingSet(rows, method.spec, sample_options, device)
+    module = MethodModule(method)
+    result = train(
+        module, dataset.image_ids, dataset, _as_list, config, out_dir,
+        resume=resume, device=device, stop_after_epochs=stop_after_epochs, progress=progress,
+    )  # fmt: skip
+    trained_path = out_dir / TRAINED_FILE
+    if _is_main() and result.epochs_done == config.epochs:
+        save_trained(method, trained_path, config, result)
+        pd.DataFrame(result.history).to_csv(out_dir / "train_log.csv", index=False)
+    return trained_path, result
+
+
+def _is_main() -> bool:
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
+def save_trained(method: Method, path: Path, config: TrainConfig, result: TrainResult) -> None:
+    atomic_save(
+        {
+            "format": TRAINED_FORMAT,
+            "method": method.name,
+            "backbone": method.backbone,
+            "method_params": _plain(method.params),
+            "trainable_parameters": method.trainable_parameter_count(),
+            "train_config": _plain(asdict(config)),
+            "history": result.history,
+            "trained": method.trained_state(),
+        },
+        path,
+    )
+
+
+def load_trained(method: Method, path: str | Path) -> dict[str, Any]:
+    """Load a ``trained.pt`` into ``method``, checking it was made for this method and backbone."""
+    path = Path(path)
+    if not path.is_file():
+        raise SuiteError(f"{path}: trained checkpoint not found; run `spt train` first")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable or unsafe file gets the same one-line answer
+        raise SuiteError(
+            f"{path}: unreadable trained checkpoint ({type(exc).__name__}); retrain"
+        ) from None
+    if not isinstance(blob, dict) or blob.get("format") != TRAINED_FORMAT:
+        raise SuiteError(f"{path}: not a checkpoint written by `spt train`")
+    if (blob["method"], blob["backbone"]) != (method.name, method.backbone):
+        raise SuiteError(
+            f"{path}: trained for {blob['method']} on {blob['backbone']}, not "
+            f"{method.name} on {method.backbone}; pass the matching --method/--backbone"
+        )
+    try:
+        method.load_trained_state(blob["trained"])
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise SuiteError(f"{path}: does not fit this method's configuration ({exc})") from None
+    return blob
+
+
+def _plain(value: Any) -> Any:
+    """Params as plain JSON-like values (tuples -> lists), so weights_only loading accepts them."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
