@@ -31,7 +31,8 @@ def mtd_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def synthetic_prepared(tmp_path_factory) -> Path:
-    """A prepared synthetic MTD twin (train and test defect images): the prepared root."""
+    """A prepared synthetic MTD twin, dataset ``mtd_twin`` (train and test defect images): the
+    prepared root."""
     from spt.cli import main
 
     root = tmp_path_factory.mktemp("synthetic")
@@ -39,7 +40,7 @@ def synthetic_prepared(tmp_path_factory) -> Path:
     assert main(["synth", "--out", str(raw), "--layouts", "mtd", "--defects-per-type", "4"]) == 0
     code = main(
         ["prepare", "--params", str(root / "none.yaml"), "--synthetic", str(raw),
-         "--out", str(prepared), "--datasets", "mtd"]
+         "--out", str(prepared), "--datasets", "mtd_twin"]
     )  # fmt: skip
     assert code == 0
     return prepared

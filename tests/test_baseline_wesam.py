@@ -227,7 +227,7 @@ def test_trains_and_evaluates_through_the_suite(tmp_path: Path):
     )  # fmt: skip
     assert trained.is_file() and np.isfinite(result.history[-1]["loss"])
     config = EvaluationConfig(
-        method="wesam", backbone="tiny", datasets=("synA",), prepared_root=str(root),
+        method="wesam", backbone="tiny", datasets=("synA",), prepared_roots=(str(root),),
         out_root=str(tmp_path / "eval"), trained=str(trained),
     )  # fmt: skip
     records = read_records(evaluate(config, progress=False))

@@ -10,7 +10,7 @@ import yaml
 from spt.cli import main
 from spt.data.config import parse_data_config
 from spt.data.manifest import MANIFEST_COLUMNS, read_manifest
-from spt.data.synthetic import TWIN_LAYOUTS, TwinSize, write_twin
+from spt.data.synthetic import TWIN_LAYOUTS, TwinSize, twin_name, write_twin
 from spt.params import load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +110,8 @@ def test_synthetic_pipeline_runs_anywhere(tmp_path, capsys):
     argv = ["prepare", "--params", str(params), "--synthetic", str(synthetic), "--out", str(out)]
     assert main(argv) == 0
     for layout in TWIN_LAYOUTS:
-        manifest = read_manifest(out / layout / "manifest.csv")
+        manifest = read_manifest(out / twin_name(layout) / "manifest.csv")
+        assert manifest.image_id.str.startswith(f"{layout}_twin/").all(), layout
         assert {"train", "test"} <= set(manifest.split), layout
         assert (manifest.label == "defect").any(), layout
     assert "prepared 8 dataset(s)" in capsys.readouterr().out

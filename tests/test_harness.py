@@ -51,7 +51,7 @@ def config_for(root: Path, out: Path, **overrides) -> EvaluationConfig:
         method="zero_shot",
         backbone="tiny",
         datasets=("synA", "synB"),
-        prepared_root=str(root),
+        prepared_roots=(str(root),),
         out_root=str(out),
         chunk_size=2,
     )
@@ -251,7 +251,7 @@ def test_cli_runs_and_reports_bad_input_in_one_line(prepared, tmp_path, capsys):
     records = read_records(tmp_path / "o" / "zero_shot" / "tiny" / "records.parquet")
     assert len(records) == len(DEFAULT_PROMPT_MODES)
     for bad, message in [
-        (["--datasets", "nope"], "manifest not found"),
+        (["--datasets", "nope"], "no manifest under"),
         (["--datasets", "synB", "--method", "nope"], "unknown method"),
         (["--datasets", "synB", "--prompt-modes", "lasso"], "unknown prompt mode"),
         (["--datasets", "synB", "--backbone", "vit_x"], "unknown backbone"),

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def _train_args(prepared, out, *extra):
     return [
         "train", "--params", str(out / "none.yaml"), "--method", "spt", "--backbone", "tiny",
-        "--datasets", "mtd", "--prepared-root", str(prepared), "--out", str(out),
+        "--datasets", "mtd_twin", "--prepared-root", str(prepared), "--out", str(out),
         "--no-progress", *extra,
     ]  # fmt: skip
 
@@ -52,7 +52,7 @@ def _samples_equal(a, b) -> bool:
 
 
 def test_samples_are_pure_functions_of_seed_id_epoch(synthetic_prepared):
-    rows = training_rows(synthetic_prepared, ["mtd"])
+    rows = training_rows(synthetic_prepared, ["mtd_twin"])
     spec = get_spec("tiny")
     forward = TrainingSet(rows, spec, SampleOptions(seed=1))
     backward = TrainingSet(rows.iloc[::-1], spec, SampleOptions(seed=1))
@@ -70,8 +70,8 @@ def test_samples_are_pure_functions_of_seed_id_epoch(synthetic_prepared):
 
 
 def test_training_rows_take_only_train_defects(synthetic_prepared):
-    rows = training_rows(synthetic_prepared, ["mtd"])
-    manifest = pd.read_csv(synthetic_prepared / "mtd" / "manifest.csv")
+    rows = training_rows(synthetic_prepared, ["mtd_twin"])
+    manifest = pd.read_csv(synthetic_prepared / "mtd_twin" / "manifest.csv")
     test_ids = set(manifest.loc[manifest["split"] == "test", "image_id"])
     assert len(rows) > 0 and not test_ids & set(rows["image_id"])
     assert (rows["label"] == "defect").all() and (rows["mask_pixels"] > 0).all()
@@ -91,7 +91,7 @@ def test_train_then_evaluate_with_the_trained_weights(synthetic_prepared, tmp_pa
     ev = tmp_path / "eval"
     args = [
         "evaluate", "--params", str(tmp_path / "none.yaml"), "--method", "spt",
-        "--trained", str(tmp_path / "spt" / "tiny" / "trained.pt"), "--datasets", "mtd",
+        "--trained", str(tmp_path / "spt" / "tiny" / "trained.pt"), "--datasets", "mtd_twin",
         "--prepared-root", str(synthetic_prepared), "--out", str(ev), "--prompt-modes", "box",
         "--no-progress",
     ]  # fmt: skip

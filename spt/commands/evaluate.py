@@ -74,7 +74,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="trained.pt written by `spt train` for this method and backbone (default: none)",
     )
     parser.add_argument(
-        "--prepared-root", default=str(DEFAULT_PREPARED_ROOT), help="folder of prepared datasets"
+        "--prepared-root",
+        nargs="+",
+        default=[str(DEFAULT_PREPARED_ROOT)],
+        help="folders holding <dataset>/manifest.csv, searched in order",
     )
     parser.add_argument("--out", default=str(DEFAULT_OUT_ROOT), help="output root")
     parser.add_argument("--params", default="params.yaml", help="params file")
@@ -132,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
             seed=int(_pick(args, params, "seed", 0)),
             limit=limit,
             device=str(device),
-            prepared_root=args.prepared_root,
+            prepared_roots=tuple(args.prepared_root),
             out_root=args.out,
             method_params=method_params,
             resize=str(_pick(args, params, "resize", "square")),

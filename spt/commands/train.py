@@ -135,7 +135,10 @@ def run(args: argparse.Namespace) -> int:
     method = build_method(args.method, args.backbone, args.checkpoint, device, method_params)
     rows = training_rows(args.prepared_root, [str(d) for d in datasets], args.limit)
     out_dir = os.path.join(args.out, args.method, args.backbone)
-    print(
+    from spt.training.run import is_main_process
+
+    say = print if is_main_process() else (lambda *a, **k: None)
+    say(
         f"training {args.method} on {args.backbone}: {len(rows)} images, "
         f"{method.trainable_parameter_count():,} trainable parameters"
     )
@@ -144,7 +147,7 @@ def run(args: argparse.Namespace) -> int:
         device=device, progress=not args.no_progress,
     )  # fmt: skip
     last = result.history[-1] if result.history else {}
-    print(
+    say(
         f"trained: {path} (epochs {result.epochs_done}, final loss {last.get('loss', float('nan')):.4f})"
     )
     return 0

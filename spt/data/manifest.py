@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -79,6 +80,18 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def find_manifest(dataset: str, roots: Sequence[str | Path]) -> Path:
+    """``<root>/<dataset>/manifest.csv`` in the first of ``roots`` that has it."""
+    for root in roots:
+        path = Path(root) / dataset / "manifest.csv"
+        if path.is_file():
+            return path
+    raise SuiteError(
+        f"dataset {dataset!r}: no manifest under {', '.join(str(r) for r in roots)}; run "
+        "`spt prepare` (real data) or `spt prepare --synthetic` (twins), or fix --prepared-root"
+    )
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:

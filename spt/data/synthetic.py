@@ -295,14 +295,24 @@ def write_all_twins(out: Path, seed: int = 0, size: TwinSize = TwinSize()) -> di
     return {layout: write_twin(layout, Path(out) / layout, seed, size) for layout in TWIN_LAYOUTS}
 
 
+def twin_name(layout: str) -> str:
+    """The dataset name of a layout's twin (``mvtec_twin``): never the real dataset's name, so
+    a table or an image id can not pass synthetic numbers off as MVTec AD's."""
+    return f"{layout}_twin"
+
+
 def twin_dataset_config(layout: str, root: Path) -> DatasetConfig:
     options = dict(FOLDER_OPTIONS) if layout == "folder" else {}
     return DatasetConfig(
-        layout, layout, Path(root), NATIVE_CONVENTION.get(layout, "threshold"), options
+        twin_name(layout), layout, Path(root), NATIVE_CONVENTION.get(layout, "threshold"), options
     )
 
 
 def synthetic_data_config(config: DataConfig, out: Path) -> DataConfig:
-    """``config`` with its datasets replaced by the twins under ``out`` (one per layout)."""
-    datasets = {layout: twin_dataset_config(layout, Path(out) / layout) for layout in TWIN_LAYOUTS}
+    """``config`` with its datasets replaced by the twins under ``out`` (one per layout),
+    named ``<layout>_twin``."""
+    datasets = {
+        twin_name(layout): twin_dataset_config(layout, Path(out) / layout)
+        for layout in TWIN_LAYOUTS
+    }
     return replace(config, datasets=datasets)

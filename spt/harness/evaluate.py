@@ -30,7 +30,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from spt.data.manifest import read_manifest
+from spt.data.manifest import find_manifest, read_manifest
 from spt.errors import SuiteError
 from spt.harness.method import Method, build_method
 from spt.harness.metrics import MaskScorer
@@ -68,7 +68,7 @@ class EvaluationConfig:
     seed: int = 0
     limit: int | None = None  # first N selected images per dataset (image-id order)
     device: str = "cpu"
-    prepared_root: str = str(DEFAULT_PREPARED_ROOT)
+    prepared_roots: tuple[str, ...] = (str(DEFAULT_PREPARED_ROOT),)  # searched in order
     out_root: str = str(DEFAULT_OUT_ROOT)
     method_params: dict[str, Any] = field(default_factory=dict)
     resize: str = "square"  # input protocol, see spt.harness.preprocess
@@ -81,7 +81,7 @@ class EvaluationConfig:
         return Path(self.out_root) / self.method / self.backbone
 
     def manifest_path(self, dataset: str) -> Path:
-        return Path(self.prepared_root) / dataset / "manifest.csv"
+        return find_manifest(dataset, self.prepared_roots)
 
 
 def select_images(manifest: pd.DataFrame, limit: int | None = None) -> pd.DataFrame:
@@ -227,7 +227,7 @@ def _checkpoint_identity(checkpoint: str | None) -> dict:
 def _part_name(config: EvaluationConfig, dataset: str, manifest_hash: str, ids: Sequence[str]):
     """File name of one chunk: dataset plus a hash of what its records depend on."""
     identity = asdict(config)
-    for key in ("datasets", "limit", "out_root", "prepared_root", "chunk_size", "device"):
+    for key in ("datasets", "limit", "out_root", "prepared_roots", "chunk_size", "device"):
         identity.pop(key)  # change neither the prompts nor the metrics of a given image
     identity["checkpoint"] = _checkpoint_identity(config.checkpoint)
     identity["trained"] = _checkpoint_identity(config.trained)

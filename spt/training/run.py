@@ -11,6 +11,8 @@ Output folder (``work/train/<method>/<backbone>`` by default):
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from spt.data.manifest import read_manifest
+from spt.data.manifest import find_manifest, read_manifest
 from spt.errors import SuiteError
 from spt.harness.method import Method, TrainingSample
 from spt.training.engine import TrainConfig, TrainResult, atomic_save, train
@@ -30,12 +32,17 @@ TRAINED_FILE = "trained.pt"
 TRAINED_FORMAT = "spt-suite-trained/1"
 
 
-def training_rows(prepared_root: str | Path, datasets: list[str], limit: int | None = None):
-    """Train-split defect images with a non-empty mask from each dataset's manifest, paths
-    resolved, in image-id order; ``limit`` keeps the first N per dataset."""
+def training_rows(
+    prepared_roots: str | Path | Sequence[str | Path], datasets: list[str], limit: int | None = None
+) -> pd.DataFrame:
+    """Train-split defect images with a non-empty mask from each dataset's manifest (found in
+    the first of ``prepared_roots`` that has it), paths resolved, in image-id order; ``limit``
+    keeps the first N per dataset."""
+    if isinstance(prepared_roots, str | Path):
+        prepared_roots = [prepared_roots]
     frames = []
     for dataset in datasets:
-        path = Path(prepared_root) / dataset / "manifest.csv"
+        path = find_manifest(dataset, prepared_roots)
         manifest = read_manifest(path)
         rows = manifest[
             (manifest["split"] == "train")
@@ -108,14 +115,17 @@ def train_method(
         resume=resume, device=device, stop_after_epochs=stop_after_epochs, progress=progress,
     )  # fmt: skip
     trained_path = out_dir / TRAINED_FILE
-    if _is_main() and result.epochs_done == config.epochs:
+    if is_main_process() and result.epochs_done == config.epochs:
         save_trained(method, trained_path, config, result)
         pd.DataFrame(result.history).to_csv(out_dir / "train_log.csv", index=False)
     return trained_path, result
 
 
-def _is_main() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job (also before the process group exists), or a plain run."""
+    if dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") == "0"
 
 
 def save_trained(method: Method, path: Path, config: TrainConfig, result: TrainResult) -> None:

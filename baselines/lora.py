@@ -1,0 +1,283 @@
+"""LoRA baseline: SAM's image encoder tuned with peft's LoRA, the mask decoder frozen by default.
+
+Where the LoRA sits (``targets``):
+
+- ``"qkv"`` (default, what ``target_modules=["qkv"]`` gives any peft user): one LoRA pair on the
+  fused ``attn.qkv`` Linear of every encoder block. A single A (r x dim) feeds a B (3*dim x r), so
+  q, k and v are all adapted and share A.
+- ``"qv"``: q and v only, as SPT's LoRA. peft can only target whole modules and cannot split a
+  fused Linear, so every ``attn.qkv`` is first replaced by :class:`SplitQKV`, three Linear children
+  ``q``, ``k``, ``v`` holding the fused layer's row blocks (same values; the output is their
+  concatenation, equal to the fused output), and peft then targets ``attn.qkv.q`` and ``attn.qkv.v``.
+
+With ``decoder: true`` the mask decoder's ``q_proj`` and ``v_proj`` of every attention (self, both
+cross attentions of each two-way block, and the final token-to-image attention; SPT's decoder LoRA
+set) get LoRA too. Everything else (patch embedding, MLPs, neck, prompt encoder, the decoder when
+``decoder`` is false) stays frozen at SAM's weights. peft initialises A kaiming-uniform and B at
+zero, so a fresh model computes exactly what SAM computes.
+
+Both settings have the same parameter count: r * (dim + 3*dim) per block for ``qkv`` and
+2 * r * (dim + dim) for ``qv`` (294,912 for ViT-B at r = 8).
+
+peft on a plain ``nn.Module`` (peft 0.21.2): ``get_peft_model(sam, LoraConfig(target_modules=
+<regex>))`` injects ``lora.Linear`` layers into SAM in place and returns a ``PeftModel``; the
+regex is matched against full module names (``re.fullmatch``). ``PeftModel.save_pretrained`` writes
+``adapter_config.json`` + ``adapter_model.safetensors`` (and a README model card), and
+``PeftModel.from_pretrained(sam, folder)`` loads them back onto a freshly built SAM; for ``qv``
+the SAM must be split with :func:`split_encoder_qkv` first, because the saved names contain it.
+
+Params (``methods.lora``): ``rank`` 8; ``alpha`` 1 (scale alpha / rank = 1/8, SPT's official LoRA
+scale, so with SPT's training recipe the two differ only in where the LoRA sits and in SPT's own
+modules); ``dropout`` 0 (peft's dropout draws from torch's global RNG); ``targets`` "qkv";
+``decoder`` false; ``peft_adapter`` null (a folder written by :meth:`LoRASAM.save_peft` to load);
+``init_seed`` 0 (tiny's random SAM weights and the LoRA A init); the loss knobs of
+:class:`FineTunedSAM`; ``multimask_output`` as zero-shot SAM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from segment_anything.modeling import ImageEncoderViT
+from torch import nn
+
+from baselines.zero_shot import ZeroShotSAM
+from spt.errors import SuiteError
+from spt.harness.method import TrainingSample
+from spt.training.losses import (
+    HQ_SAM_IMPORTANCE_SAMPLE_RATIO,
+    HQ_SAM_NUM_POINTS,
+    HQ_SAM_OVERSAMPLE_RATIO,
+    hq_sam_loss,
+)
+
+LORA_TARGETS = ("qkv", "qv")
+ENCODER_PATTERNS = {
+    "qkv": r"image_encoder\.blocks\.\d+\.attn\.qkv",
+    "qv": r"image_encoder\.blocks\.\d+\.attn\.qkv\.(q|v)",
+}
+# q_proj / v_proj of the self and both cross attentions of every two-way block, and of the final
+# token-to-image attention: the decoder set SPT adapts.
+DECODER_PATTERN = (
+    r"mask_decoder\.transformer\.(layers\.\d+\."
+    r"(self_attn|cross_attn_token_to_image|cross_attn_image_to_token)"
+    r"|final_attn_token_to_image)\.(q_proj|v_proj)"
+)
+PEFT_CONFIG_FILE = "adapter_config.json"
+
+
+@contextlib.contextmanager
+def seeded_init(seed: int, device: torch.device) -> Iterator[None]:
+    """Seed torch's RNG for a block that initialises weights, then restore the outer state.
+
+    Weight init (nn.Linear's default, peft's kaiming A) draws from the global RNG; forking it keeps
+    a method's initial weights a function of ``seed`` alone and leaves the caller's RNG untouched.
+    """
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+class FineTunedSAM(ZeroShotSAM):
+    """Zero-shot SAM plus a training surface: the base of the LoRA and adapter baselines.
+
+    Not registered itself (empty ``name``). A subclass adds its modules to ``self.sam`` and sets
+    the ``requires_grad`` flags; everything with ``requires_grad`` in :attr:`network` is what
+    trains and what :meth:`trained_state` saves. The loss is SPT's (HQ-SAM point-sampled
+    BCE + Dice) on the single ``final`` output.
+
+    Loss params (SPT's defaults): ``loss_points`` 12544 (112 x 112), ``loss_oversample`` 3,
+    ``loss_importance`` 0.75.
+    """
+
+    name = ""
+
+    def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
+        super().__init__(backbone, checkpoint, device, params)
+        self.init_seed = int(self.params.get("init_seed", 0))
+        self.loss_points = int(self.params.get("loss_points", HQ_SAM_NUM_POINTS))
+        self.loss_oversample = float(self.params.get("loss_oversample", HQ_SAM_OVERSAMPLE_RATIO))
+        self.loss_importance = float(
+            self.params.get("loss_importance", HQ_SAM_IMPORTANCE_SAMPLE_RATIO)
+        )
+
+    @property
+    def network(self) -> nn.Module:
+        return self.sam
+
+    def trainable_parameters(self) -> Iterator[nn.Parameter]:
+        return (p for p in self.network.parameters() if p.requires_grad)
+
+    def training_losses(self, samples: Sequence[TrainingSample]) -> dict[str, torch.Tensor]:
+        """HQ-SAM loss on the ``final`` logits, averaged over samples: {"loss", "bce", "dice"}.
+
+        One batched encoder pass, then one decode per sample (prompt counts differ). Loss points
+        are drawn from a generator seeded by ``sample.key``.
+        """
+        images = torch.cat([s.image for s in samples])
+        embeddings = self.sam.image_encoder(images)
+        totals: dict[str, torch.Tensor] = {}
+        for i, sample in enumerate(samples):
+            logits = self.decode(embeddings[i : i + 1], sample.prompt)["final"]
+            target = sample.target.to(logits.device).expand(logits.shape[0], -1, -1, -1)
+            generator = torch.Generator(device=logits.device).manual_seed(sample.key)
+            bce, dice = hq_sam_loss(
+                logits, target, generator, self.loss_points, self.loss_oversample,
+                self.loss_importance,
+            )  # fmt: skip
+            for part, value in (("bce", bce), ("dice", dice), ("loss", bce + dice)):
+                totals[part] = totals.get(part, 0.0) + value / len(samples)
+        return totals
+
+    def trained_state(self) -> dict[str, torch.Tensor]:
+        """Every parameter of :attr:`network` with ``requires_grad``, detached, on CPU."""
+        return {
+            n: p.detach().cpu().clone()
+            for n, p in self.network.named_parameters()
+            if p.requires_grad
+        }
+
+    def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None:
+        params = {n: p for n, p in self.network.named_parameters() if p.requires_grad}
+        missing, unexpected = set(params) - set(state), set(state) - set(params)
+        if missing or unexpected:
+            raise SuiteError(
+                f"trained state does not fit method {self.name!r} with these params (missing "
+                f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}); load it with the "
+                "params it was trained with"
+            )
+        wrong = [n for n, v in state.items() if v.shape != params[n].shape]
+        if wrong:
+            raise SuiteError(
+                f"trained state of method {self.name!r} has other shapes ({wrong[0]}: "
+                f"{tuple(state[wrong[0]].shape)} vs {tuple(params[wrong[0]].shape)}); "
+                "load it with the params it was trained with"
+            )
+        with torch.no_grad():
+            for name, value in state.items():
+                params[name].copy_(value.to(params[name].device))
+
+
+class SplitQKV(nn.Module):
+    """A fused qkv Linear (dim -> 3*dim) as three Linear children ``q``, ``k``, ``v`` (dim -> dim).
+
+    The children hold the fused weight's and bias's row blocks 0:dim, dim:2dim, 2dim:3dim, so
+    each output element is the same dot product as before. Input (..., dim) -> output
+    (..., 3*dim), ordered q, k, v as SAM's encoder attention reshapes it.
+    """
+
+    def __init__(self, fused: nn.Linear) -> None:
+        super().__init__()
+        if fused.out_features != 3 * fused.in_features:
+            raise ValueError(
+                f"a fused qkv layer maps dim -> 3*dim, got {fused.in_features} -> "
+                f"{fused.out_features}"
+            )
+        dim = fused.in_features
+        has_bias = fused.bias is not None
+        for index, part in enumerate(("q", "k", "v")):
+            rows = slice(index * dim, (index + 1) * dim)
+            linear = nn.Linear(dim, dim, bias=has_bias, device=fused.weight.device)
+            with torch.no_grad():
+                linear.weight.copy_(fused.weight[rows])
+                if has_bias:
+                    linear.bias.copy_(fused.bias[rows])
+            linear.requires_grad_(fused.weight.requires_grad)
+            setattr(self, part, linear)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.q(x), self.k(x), self.v(x)], dim=-1)
+
+
+def split_encoder_qkv(encoder: ImageEncoderViT) -> None:
+    """Replace every block's ``attn.qkv`` by :class:`SplitQKV` (in place)."""
+    for block in encoder.blocks:
+        if not isinstance(block.attn.qkv, nn.Linear):
+            raise ValueError("the image encoder's qkv layers are already wrapped")
+        block.attn.qkv = SplitQKV(block.attn.qkv)
+
+
+def lora_target_pattern(targets: str, decoder: bool) -> str:
+    """The regex peft fully matches against module names to choose the layers to adapt."""
+    if targets not in LORA_TARGETS:
+        raise SuiteError(f"methods.lora targets {targets!r}: use one of {', '.join(LORA_TARGETS)}")
+    pattern = ENCODER_PATTERNS[targets]
+    return f"({pattern}|{DECODER_PATTERN})" if decoder else pattern
+
+
+class LoRASAM(FineTunedSAM):
+    """SAM with peft LoRA on the encoder attention (and optionally the decoder's q/v)."""
+
+    name = "lora"
+    stages = ("final",)
+
+    def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
+        super().__init__(backbone, checkpoint, device, params)
+        self.rank = _positive_int(self.params.get("rank", 8), "rank")
+        self.alpha = float(self.params.get("alpha", 1.0))
+        self.dropout = float(self.params.get("dropout", 0.0))
+        self.targets = str(self.params.get("targets", "qkv"))
+        self.decoder = bool(self.params.get("decoder", False))
+        if self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
+            raise SuiteError(
+                f"methods.lora needs alpha > 0 and 0 <= dropout < 1, got alpha {self.alpha}, "
+                f"dropout {self.dropout}"
+            )
+        config = LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=lora_target_pattern(self.targets, self.decoder),
+            bias="none",
+        )
+        if self.targets == "qv":
+            split_encoder_qkv(self.sam.image_encoder)
+        adapter = self.params.get("peft_adapter")
+        with seeded_init(self.init_seed, self.device):
+            if adapter:
+                self.peft_model = _load_peft(self.sam, Path(adapter), config)
+            else:
+                # Marks only the LoRA tensors trainable (bias "none"): the rest of SAM is frozen.
+                self.peft_model = get_peft_model(self.sam, config)
+        self.peft_model.to(self.device).eval()
+
+    @property
+    def network(self) -> nn.Module:
+        return self.peft_model
+
+    def save_peft(self, folder: str | Path) -> Path:
+        """Write a peft-native adapter (adapter_config.json + adapter_model.safetensors)."""
+        folder = Path(folder)
+        self.peft_model.save_pretrained(str(folder))
+        return folder
+
+
+def _positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise SuiteError(f"methods.lora {what} must be a positive integer, got {value!r}")
+    return value
+
+
+def _load_peft(sam: nn.Module, folder: Path, expected: LoraConfig) -> PeftModel:
+    """Load a saved adapter onto ``sam`` with peft, after checking it fits the params."""
+    config_path = folder / PEFT_CONFIG_FILE
+    if not config_path.is_file():
+        raise SuiteError(
+            f"methods.lora peft_adapter {folder}: no {PEFT_CONFIG_FILE} there; give a folder "
+            "written by LoRASAM.save_peft"
+        )
+    saved = json.loads(config_path.read_text())
+    for key in ("r", "lora_alpha", "target_modules"):
+        if saved.get(key) != getattr(expected, key):
+            raise SuiteError(
+                f"{config_path}: {key} is {saved.get(key)!r} but methods.lora params give "
+                f"{getattr(expected, key)!r}; set rank, alpha, targets and decoder as trained"
+            )
+    # is_trainable keeps the LoRA tensors trainable, so a loaded adapter can be tuned further.
+    return PeftModel.from_pretrained(sam, str(folder), is_trainable=True)

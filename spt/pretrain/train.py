@@ -1,0 +1,325 @@
+"""Pretraining the tiny SAM from random init on natural scenes, with the shared engine.
+
+One training sample = (scene, one of its objects, one prompt), all drawn from a generator keyed
+by (seed, scene id, epoch) (:func:`spt.training.engine.sample_key`): the object, a horizontal
+flip, and the prompt mode among ``prompt_modes``; the prompt itself is built by the harness's
+:func:`spt.harness.prompts.build_prompt` from the object's mask, as at evaluation. Every
+parameter of SAM trains (:class:`spt.pretrain.model.PromptedSam`).
+
+Outputs in ``out_dir``:
+
+- ``tiny_sam.pth``: a plain SAM state_dict, loadable by ``spt.sam.load_sam("tiny", path)``;
+- ``pretrain_log.json``: the params and their fingerprint, loss per epoch, seconds spent, and
+  held-out zero-shot mIoU (natural scenes; industrial twins for information);
+- ``state/last.pt``: the engine's per-epoch checkpoint (``resume=True`` continues from it).
+
+A rerun whose params fingerprint matches the log of an existing checkpoint does nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from segment_anything.modeling import Sam
+
+from spt.data.stable_random import stable_rng
+from spt.errors import SuiteError
+from spt.harness.prompts import PromptUnavailable, build_prompt, validate_mode
+from spt.pretrain.model import PromptedSam
+from spt.pretrain.natural import natural_scene
+from spt.pretrain.quality import HELDOUT_OFFSET, industrial_probe, natural_probe, probe_miou
+from spt.sam import build_sam, get_spec
+from spt.sam.backbones import SAM_PIXEL_MEAN, SAM_PIXEL_STD
+from spt.training.engine import TrainConfig, atomic_save, sample_key, train
+
+BACKBONE = "tiny"
+CHECKPOINT_NAME = "tiny_sam.pth"
+LOG_NAME = "pretrain_log.json"
+# Bump when the scene generator or the sample recipe changes, so old outputs are not reused.
+RECIPE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Knobs of the ``pretrain:`` section of params.yaml (defaults: the measured recipe)."""
+
+    scenes: int = 2000
+    epochs: int = 8
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 50
+    lr_step_epochs: int = 6
+    lr_gamma: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    init_seed: int = 0  # SAM's random initialisation
+    prompt_modes: tuple[str, ...] = (
+        "box",
+        "points-1",
+        "points-3",
+        "points-5",
+        "points-pn",
+        "coarse",
+    )
+    loss_points: int = 1024  # one loss point per low-res logit (32 x 32) on average
+    iou_loss_weight: float = 1.0
+    heldout_scenes: int = 100
+    industrial_probe_images: int = 100  # 0: skip the industrial probe
+    probe_modes: tuple[str, ...] = ("box", "points-1")
+    extra: dict[str, Any] = field(default_factory=dict)  # reserved; part of the fingerprint
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.scenes < HELDOUT_OFFSET:
+            raise SuiteError(
+                f"pretrain.scenes must lie in 1..{HELDOUT_OFFSET - 1}, got {self.scenes}"
+            )
+        if self.epochs < 1 or self.batch_size < 1:
+            raise SuiteError("pretrain.epochs and pretrain.batch_size must be >= 1")
+        if not self.prompt_modes:
+            raise SuiteError("pretrain.prompt_modes is empty; name at least one prompt mode")
+        for mode in (*self.prompt_modes, *self.probe_modes):
+            validate_mode(mode)
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any] | None, **overrides: Any) -> PretrainConfig:
+        """Build from a params.yaml section; ``overrides`` that are None are ignored."""
+        values = dict(section or {})
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise SuiteError(
+                f"params pretrain: unknown keys {sorted(unknown)}; known: "
+                f"{', '.join(cls.__dataclass_fields__)}"
+            )
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        for key in ("prompt_modes", "probe_modes"):
+            if key in values:
+                values[key] = tuple(values[key])
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise SuiteError(f"params pretrain: {exc}") from None
+
+    def train_config(self) -> TrainConfig:
+        """The engine's config; everything that shapes the weights enters its fingerprint."""
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            lr_step_epochs=self.lr_step_epochs,
+            lr_gamma=self.lr_gamma,
+            warmup_steps=self.warmup_steps,
+            grad_clip=self.grad_clip,
+            seed=self.seed,
+            extra={
+                "recipe": f"natural-v{RECIPE_VERSION}",
+                "scenes": self.scenes,
+                "init_seed": self.init_seed,
+                "prompt_modes": list(self.prompt_modes),
+                "loss_points": self.loss_points,
+                "iou_loss_weight": self.iou_loss_weight,
+                **self.extra,
+            },
+        )
+
+    def fingerprint(self) -> str:
+        """Fingerprint of everything that determines the outputs (weights and probe numbers)."""
+        probe = json.dumps([self.heldout_scenes, self.industrial_probe_images, self.probe_modes])
+        return (
+            f"{self.train_config().fingerprint()}-{hashlib.sha256(probe.encode()).hexdigest()[:8]}"
+        )
+
+
+def scene_id(index: int) -> str:
+    return f"natural/{index:06d}"
+
+
+def normalise(image: np.ndarray) -> torch.Tensor:
+    """RGB uint8 (S,S,3) already at the input size -> SAM-normalised float32 (1,3,S,S).
+
+    What :func:`spt.harness.preprocess.image_to_input` computes when no resize is needed, in
+    numpy: a torch resize per sample costs more than the tiny model's step on a busy CPU.
+    """
+    planes = (image.astype(np.float32) - np.float32(SAM_PIXEL_MEAN)) / np.float32(SAM_PIXEL_STD)
+    return torch.from_numpy(np.ascontiguousarray(planes.transpose(2, 0, 1)))[None]
+
+
+def make_sample_builder(config: PretrainConfig, size: int, low_res: int):
+    """``make_sample(index, epoch)`` for the engine: a pure function of (seed, index, epoch).
+
+    Returns a dict: image (1,3,S,S) normalised, target (1,1,S,S) float {0,1}, prompt (one row),
+    key (int, seeds the loss's point sampling).
+    Scenes are drawn once and kept (as an image and a label map, ~65 KB each): drawing one costs
+    as much as a training step on it, and every epoch revisits them.
+    """
+
+    @functools.cache
+    def scene_arrays(index: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(image (S,S,3) uint8, labels (S,S) uint8 with object k at k+1, object count)."""
+        scene = natural_scene(config.seed, index, size)
+        labels = np.zeros((size, size), np.uint8)
+        for number, mask in enumerate(scene.masks):
+            labels[mask] = number + 1  # visible masks are disjoint, so nothing is overwritten
+        return scene.image, labels, scene.masks.shape[0]
+
+    def make_sample(index: int, epoch: int) -> dict[str, Any]:
+        image_id = scene_id(index)
+        key = sample_key(config.seed, image_id, epoch)
+        rng = stable_rng(key)
+        image, labels, count = scene_arrays(index)
+        number = int(rng.integers(count))
+        mask = labels == number + 1
+        if rng.random() < 0.5:
+            image, mask = image[:, ::-1], mask[:, ::-1]
+        resized = np.where(mask, 255.0, 0.0).astype(np.float32)
+        mode = config.prompt_modes[int(rng.integers(len(config.prompt_modes)))]
+        prompt_id = f"{image_id}/{number}/epoch{epoch}"
+        try:
+            prompt = build_prompt(mode, resized, config.seed, prompt_id, low_res)
+        except PromptUnavailable:
+            # Only a tiny object lacks the pixels some modes need; its box always exists.
+            prompt = build_prompt("box", resized, config.seed, prompt_id, low_res)
+        return {
+            "image": normalise(image),
+            "target": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None],
+            "prompt": prompt,
+            "key": key & (2**63 - 1),
+        }
+
+    return make_sample
+
+
+def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Samples -> the batch :class:`PromptedSam` reads (images and targets stacked)."""
+    return {
+        "images": torch.cat([s["image"] for s in samples]),
+        "targets": torch.cat([s["target"] for s in samples]),
+        "prompts": [s["prompt"] for s in samples],
+        "keys": [s["key"] for s in samples],
+    }
+
+
+def write_json_atomic(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(obj, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    os.replace(tmp, path)
+
+
+def read_log(out_dir: Path) -> dict[str, Any] | None:
+    """The log of a finished run in ``out_dir``, or None when there is none (or it is broken)."""
+    try:
+        return json.loads((out_dir / LOG_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def is_up_to_date(config: PretrainConfig, out_dir: Path) -> bool:
+    """Whether ``out_dir`` already holds this config's checkpoint and log."""
+    log = read_log(out_dir)
+    return (
+        log is not None
+        and log.get("fingerprint") == config.fingerprint()
+        and (out_dir / CHECKPOINT_NAME).is_file()
+    )
+
+
+def probe_quality(sam: Sam, config: PretrainConfig, progress: bool = False) -> dict[str, Any]:
+    """Zero-shot mIoU per probe mode on held-out natural scenes and on industrial twins."""
+    quality = {
+        "natural_heldout": probe_miou(
+            sam,
+            natural_probe(config.seed, config.heldout_scenes),
+            config.probe_modes,
+            config.seed,
+            progress,
+            config.heldout_scenes,
+        )
+    }
+    if config.industrial_probe_images:
+        quality["industrial_twins"] = probe_miou(
+            sam,
+            industrial_probe(config.seed, config.industrial_probe_images),
+            config.probe_modes,
+            config.seed,
+            progress,
+            config.industrial_probe_images,
+        )
+    return quality
+
+
+def pretrain(
+    config: PretrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    device: torch.device | str = "cpu",
+    stop_after_epochs: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pretrain (or find already pretrained) and return the log dict (see the module doc).
+
+    ``stop_after_epochs`` ends after that many epochs as if killed (no checkpoint or log is
+    written then); a later call with ``resume=True`` continues from ``state/last.pt``.
+    """
+    out_dir = Path(out_dir)
+    if is_up_to_date(config, out_dir):
+        log = read_log(out_dir)
+        assert log is not None
+        return {**log, "skipped": True}
+    spec = get_spec(BACKBONE)
+    sam = build_sam(BACKBONE, seed=config.init_seed)
+    model = PromptedSam(sam, config.loss_points, config.iou_loss_weight)
+    image_ids = [scene_id(i) for i in range(config.scenes)]
+    make_sample = make_sample_builder(config, spec.image_size, spec.low_res_size)
+    started = time.perf_counter()
+    result = train(
+        model,
+        image_ids,
+        make_sample,
+        collate,
+        config.train_config(),
+        out_dir,
+        resume=resume,
+        device=device,
+        stop_after_epochs=stop_after_epochs,
+        progress=progress,
+    )
+    train_seconds = time.perf_counter() - started
+    if result.epochs_done < config.epochs:
+        return {"epochs_done": result.epochs_done, "history": result.history, "finished": False}
+    sam.eval()
+    atomic_save(
+        {k: v.detach().cpu() for k, v in sam.state_dict().items()}, out_dir / CHECKPOINT_NAME
+    )
+    started = time.perf_counter()
+    quality = probe_quality(sam, config, progress)
+    log = {
+        "finished": True,
+        "fingerprint": config.fingerprint(),
+        "params": asdict(config),
+        "checkpoint": CHECKPOINT_NAME,
+        "backbone": BACKBONE,
+        "trainable_parameters": result.trainable_parameters,
+        "steps": result.steps_done,
+        "history": result.history,
+        # Seconds of this call only; a resumed run counts the epochs it ran.
+        "train_seconds": round(train_seconds, 2),
+        "probe_seconds": round(time.perf_counter() - started, 2),
+        "torch_threads": torch.get_num_threads(),
+        "quality": quality,
+    }
+    write_json_atomic(log, out_dir / LOG_NAME)
+    return log
