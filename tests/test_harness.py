@@ -9,6 +9,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from PIL import Image
 from sklearn.metrics import jaccard_score
 
 import baselines.zero_shot as zero_shot
@@ -154,7 +155,12 @@ def test_interrupted_write_leaves_no_partial_file(prepared, tmp_path, monkeypatc
     out = tmp_path / "eval"
     with pytest.raises(KeyboardInterrupt):
         evaluate(config_for(prepared, out), progress=False)
-    assert [p for p in out.rglob("*") if p.is_file()] == []
+    leftovers = [p for p in out.rglob("*") if p.is_file()]
+    # Only whole files remain: no records at all, and example masks written atomically before
+    # their chunk's records (they are rewritten when the chunk is redone).
+    assert not [p for p in leftovers if not p.name.endswith(".examples.npz")]
+    for path in leftovers:
+        np.load(path).files
 
 
 class DraftAndFinal(Method):
@@ -276,3 +282,41 @@ def test_corrupt_image_is_a_one_line_error(prepared, tmp_path, capsys):
     ]
     status, text = run_cli([*common, "--datasets", "synB"], capsys)
     assert status == 2 and "unreadable image" in text and "Traceback" not in text
+
+
+def test_examples_keep_the_same_images_for_every_method(tmp_path):
+    from spt.harness.evaluate import (
+        EvaluationConfig,
+        evaluate,
+        example_ids,
+        read_examples,
+        select_images,
+    )
+
+    root = tmp_path / "prepared"
+    manifest = write_dataset(root, "synA", [("blob", 64, 64)] * 5, seed=3)
+    kept, records = {}, {}
+    for method in ("zero_shot", "spt"):
+        config = EvaluationConfig(
+            method=method, backbone="tiny", datasets=("synA",), prepared_roots=(str(root),),
+            out_root=str(tmp_path / "eval"), prompt_modes=("box", "points-1"), example_images=2,
+        )  # fmt: skip
+        path = evaluate(config, progress=False)
+        kept[method] = read_examples(path.parent / "examples.npz")
+        records[method] = read_records(path)
+    evaluated = list(select_images(read_manifest(manifest))["image_id"])
+    expected = example_ids(evaluated, 0, 2)
+    assert len(expected) == 2
+    assert {k.split("|")[0] for k in kept["zero_shot"]} == expected
+    assert {k.split("|")[0] for k in kept["spt"]} == expected
+    assert {k.split("|", 1)[1] for k in kept["spt"]} == {"box|draft", "box|final"}
+    # The kept mask is the very prediction that was scored.
+    rows = read_manifest(manifest).set_index("image_id")
+    frame = records["zero_shot"]
+    for image_id in expected:
+        gt = np.array(Image.open(rows.loc[image_id, "mask_path"])) > 128
+        pred = kept["zero_shot"][f"{image_id}|box|final"]
+        union = (gt | pred).sum()
+        iou = (gt & pred).sum() / union if union else float("nan")
+        row = frame[(frame.image_id == image_id) & (frame.prompt_mode == "box")]
+        assert row["iou"].item() == pytest.approx(iou, abs=1e-6)

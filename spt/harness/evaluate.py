@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -75,6 +76,8 @@ class EvaluationConfig:
     instances: bool = False  # one prompt per connected component instead of per image
     mask_prompt_logit: float = DEFAULT_MASK_PROMPT_LOGIT
     chunk_size: int = 64  # images per resumable part file
+    example_images: int = 3  # per dataset: predicted masks kept for qualitative figures
+    example_modes: tuple[str, ...] = ("box",)  # prompt modes whose example masks are kept
 
     @property
     def out_dir(self) -> Path:
@@ -137,9 +140,13 @@ class ImageEvaluator:
         self.method = method
         self.config = config
         self.modes = tuple(validate_mode(m) for m in config.prompt_modes)
+        self.kept: dict[str, np.ndarray] = {}  # "<image id>|<mode>|<stage>" -> bool (H,W)
 
-    def evaluate(self, row: pd.Series, image: np.ndarray, mask: np.ndarray) -> list[dict]:
-        """Records for one manifest row: len(modes) x len(stages) dicts."""
+    def evaluate(
+        self, row: pd.Series, image: np.ndarray, mask: np.ndarray, keep: bool = False
+    ) -> list[dict]:
+        """Records for one manifest row: len(modes) x len(stages) dicts. With ``keep``, the
+        predicted masks of ``config.example_modes`` are stored in ``self.kept``."""
         method, config = self.method, self.config
         if image.shape[:2] != mask.shape:
             raise SuiteError(
@@ -190,12 +197,48 @@ class ImageEvaluator:
                 logits = logits_to_original(outputs[stage], frame)
                 # Instance prompts (N > 1) are merged into one prediction: the union of masks.
                 predicted = (logits.amax(dim=0)[0] > 0).cpu().numpy()
+                if keep and mode in config.example_modes:
+                    self.kept[f"{row['image_id']}|{mode}|{stage}"] = predicted
                 scores = scorer.score(predicted)
                 records.append(
                     {**base, "prompt_mode": mode, "stage": stage, **scores}
                     | {"seconds": seconds, "status": STATUS_OK, "reason": ""}
                 )
         return records
+
+
+def example_ids(image_ids: Sequence[str], seed: int, count: int) -> set[str]:
+    """The ``count`` images of a dataset whose predictions are kept for figures: the smallest
+    keyed hashes, so every method keeps the same images whatever their order."""
+
+    def key(image_id: str) -> str:
+        return hashlib.sha256(f"{seed}|{image_id}|example".encode()).hexdigest()
+
+    return set(sorted(image_ids, key=key)[:count])
+
+
+def _save_examples(kept: dict[str, np.ndarray], path: Path) -> None:
+    """Atomically write the kept masks, bit-packed, with their shapes."""
+    arrays = {}
+    for key, mask in kept.items():
+        arrays[f"{key}|bits"] = np.packbits(mask.astype(bool))
+        arrays[f"{key}|shape"] = np.asarray(mask.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    os.replace(tmp, path)
+
+
+def read_examples(path: str | Path) -> dict[str, np.ndarray]:
+    """``examples.npz`` of an evaluation -> {"<image id>|<mode>|<stage>": bool (H,W)}."""
+    with np.load(path) as data:
+        keys = {k.rsplit("|", 1)[0] for k in data.files}
+        return {
+            k: np.unpackbits(data[f"{k}|bits"])[: int(np.prod(data[f"{k}|shape"]))]
+            .reshape(tuple(data[f"{k}|shape"]))
+            .astype(bool)
+            for k in keys
+        }
 
 
 def _no_prompt(base: dict, mode: str, stage: str, reason: str) -> dict:
@@ -291,9 +334,11 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
             unit="img",
             disable=not progress,
         )
+        keep = example_ids(list(rows["image_id"]), config.seed, config.example_images)
         with bar, torch.inference_mode():
             for chunk, part in todo:
                 records = []
+                evaluator.kept = {}
                 for _, row in chunk.iterrows():
                     if not row["mask_path"]:
                         raise SuiteError(
@@ -302,12 +347,23 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
                         )
                     image = read_rgb(_resolve(row["image_path"], manifest_dir))
                     mask = read_mask(_resolve(row["mask_path"], manifest_dir))
-                    records.extend(evaluator.evaluate(row, image, mask))
+                    records.extend(evaluator.evaluate(row, image, mask, row["image_id"] in keep))
                     bar.update(1)
+                # Examples first: the records part marks the chunk as done.
+                _save_examples(evaluator.kept, _examples_part(part))
                 write_records(records_table(records), part)
 
     merged = pa.concat_tables([pq.read_table(p) for p in part_files]).select(RECORD_COLUMNS)
     records_path = config.out_dir / "records.parquet"
     write_records(merged, records_path)
     write_summary(merged.to_pandas(), config.out_dir)
+    examples: dict[str, np.ndarray] = {}
+    for part in part_files:
+        if _examples_part(part).is_file():
+            examples.update(read_examples(_examples_part(part)))
+    _save_examples(examples, config.out_dir / "examples.npz")
     return records_path
+
+
+def _examples_part(part: Path) -> Path:
+    return part.with_name(part.stem + ".examples.npz")
