@@ -5,7 +5,7 @@ build of torch), built once from ``constraints.txt`` and rebuilt only when ``pyp
 ``constraints.txt`` or the Python version change. ``lint`` needs only ruff and gets its own small
 environment.
 
-    python3 -m pip install "nox==2026.10.20" && python3 -m nox -s tests       # the test suite
+    python3 -m pip install "nox==2026.10.20" && python3 -m nox -s lint tests regress  # CI
     python3 -m pip install "nox==2026.10.20" && python3 -m nox -s reproduce   # the main job
 """
 
@@ -92,8 +92,23 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def reproduce(session: nox.Session) -> None:
-    """The main job: run the DVC pipeline (dvc repro) in the shared environment."""
+    """The main job: the DVC pipeline (`dvc repro`; extra arguments go to dvc repro)."""
+    # DVC needs the raw-data folder of data.dvc to exist, even empty (a clone without data).
+    (ROOT / "data").mkdir(exist_ok=True)
     _run_in_suite(session, "dvc", "repro", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+def regress(session: nox.Session) -> None:
+    """CI metric regression check: reproduce the embedded default, then compare its metrics
+    with reports/reference/embedded_metrics.json (fails beyond the tolerance stated there).
+    After an intended change: `nox -s regress -- --update`, review the diff, commit."""
+    (ROOT / "data").mkdir(exist_ok=True)
+    _run_in_suite(session, "dvc", "repro")
+    _run_in_suite(
+        session, "spt", "regress", "--records", "work/eval",
+        "--reference", "reports/reference/embedded_metrics.json", *session.posargs,
+    )  # fmt: skip
 
 
 @nox.session(venv_backend="none")

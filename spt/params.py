@@ -44,3 +44,24 @@ def section(params: dict[str, Any], *keys: str, default: Any = None) -> Any:
             return default
         node = node[key]
     return node
+
+
+def pipeline_setting(args: Any, params: dict[str, Any], name: str, key: str, default: Any) -> Any:
+    """A command-line value when given (argparse.SUPPRESS leaves it absent), else
+    ``pipeline.<key>`` from params.yaml, else ``default``: so `dvc repro` stages stay short and
+    every knob lives in params.yaml."""
+    if hasattr(args, name):
+        return getattr(args, name)
+    return section(params, "pipeline", key, default=default)
+
+
+def pipeline_datasets(params: dict[str, Any], roots: list[str]) -> list[str]:
+    """``pipeline.datasets`` plus each of ``pipeline.optional_datasets`` whose manifest exists
+    under one of ``roots`` (real data that a clone may or may not have)."""
+    datasets = [str(d) for d in section(params, "pipeline", "datasets", default=[]) or []]
+    for name in section(params, "pipeline", "optional_datasets", default=[]) or []:
+        if any((Path(root) / str(name) / "manifest.csv").is_file() for root in roots):
+            datasets.append(str(name))
+        else:
+            print(f"note: optional dataset {name} is not prepared; left out")
+    return datasets

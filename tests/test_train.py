@@ -172,3 +172,26 @@ def test_torchrun_two_processes_match_one(synthetic_prepared, tmp_path):
     # full batch, so only float32 summation order differs (measured 4.2e-7 after 8 Adam steps).
     print(f"max abs difference 2 vs 1 process: {worst:.3g}")
     assert worst < 1e-5, worst
+
+
+def test_pipeline_params_choose_backbone_checkpoint_and_roots(tmp_path, monkeypatch):
+    import spt.harness.method as method_module
+
+    seen = {}
+
+    def fake_build(name, backbone, checkpoint=None, device="cpu", params=None):
+        seen.update(name=name, backbone=backbone, checkpoint=checkpoint)
+        raise SuiteError("stop here")
+
+    monkeypatch.setattr(method_module, "build_method", fake_build)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "pipeline:\n  backbone: tiny\n  sam_checkpoint: some/sam.pth\n"
+        "  prepared_roots: [a, b]\n  datasets: [x]\n"
+    )
+    assert main(["train", "--params", str(params), "--method", "spt"]) == 2
+    assert seen == {"name": "spt", "backbone": "tiny", "checkpoint": "some/sam.pth"}
+    seen.clear()
+    argv = ["train", "--params", str(params), "--method", "spt", "--checkpoint", "other.pth"]
+    assert main(argv) == 2
+    assert seen["checkpoint"] == "other.pth"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from spt.errors import SuiteError
-from spt.params import load_params, section
+from spt.params import load_params, pipeline_datasets, pipeline_setting, section
 
 NAME = "evaluate"
 
@@ -36,17 +36,22 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--method", default="zero_shot", help="registered method name")
-    parser.add_argument("--backbone", default="tiny", help="SAM backbone (see `spt backbones`)")
+    parser.add_argument(
+        "--backbone",
+        default=argparse.SUPPRESS,
+        help="SAM backbone (default: pipeline.backbone, else tiny)",
+    )
     parser.add_argument(
         "--checkpoint",
         default=argparse.SUPPRESS,
-        help="model checkpoint file (default: none, random init; tiny only)",
+        help="SAM checkpoint (default: pipeline.sam_checkpoint, else random init; tiny only)",
     )
     parser.add_argument(
         "--datasets",
         nargs="+",
         default=argparse.SUPPRESS,
-        help="dataset names under the prepared root (default: params evaluate.datasets)",
+        help="dataset names under the prepared roots (default: evaluate.datasets, else "
+        "pipeline.datasets plus the prepared ones of pipeline.optional_datasets)",
     )
     parser.add_argument(
         "--prompt-modes",
@@ -76,8 +81,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--prepared-root",
         nargs="+",
-        default=[str(DEFAULT_PREPARED_ROOT)],
-        help="folders holding <dataset>/manifest.csv, searched in order",
+        default=argparse.SUPPRESS,
+        help="folders holding <dataset>/manifest.csv, searched in order (default: "
+        f"pipeline.prepared_roots, else {DEFAULT_PREPARED_ROOT})",
     )
     parser.add_argument("--out", default=str(DEFAULT_OUT_ROOT), help="output root")
     parser.add_argument("--params", default="params.yaml", help="params file")
@@ -108,17 +114,23 @@ def _pick(args: argparse.Namespace, params: dict, key: str, default):
 
 
 def run(args: argparse.Namespace) -> int:
-    from spt.harness.evaluate import EvaluationConfig, evaluate
+    from spt.harness.evaluate import DEFAULT_PREPARED_ROOT, EvaluationConfig, evaluate
     from spt.harness.prompts import DEFAULT_MASK_PROMPT_LOGIT, DEFAULT_PROMPT_MODES
     from spt.sam import get_spec, resolve_device
 
     params = load_params(args.params)
-    get_spec(args.backbone)
+    backbone = pipeline_setting(args, params, "backbone", "backbone", "tiny")
+    checkpoint = pipeline_setting(args, params, "checkpoint", "sam_checkpoint", None)
+    roots = pipeline_setting(
+        args, params, "prepared_root", "prepared_roots", [str(DEFAULT_PREPARED_ROOT)]
+    )
+    roots = [str(r) for r in roots]
+    get_spec(backbone)
     device = resolve_device(args.device)
     limit = getattr(args, "limit", None)
     if limit is not None and limit < 1:
         raise SuiteError(f"--limit {limit}: give a positive number of images")
-    datasets = _pick(args, params, "datasets", None)
+    datasets = _pick(args, params, "datasets", None) or pipeline_datasets(params, roots)
     if not datasets:
         raise SuiteError("no datasets: pass --datasets NAME [NAME ...] or set evaluate.datasets")
     method_params = section(params, "methods", args.method, default={}) or {}
@@ -127,15 +139,15 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = EvaluationConfig(
             method=args.method,
-            backbone=args.backbone,
+            backbone=backbone,
             datasets=tuple(str(d) for d in datasets),
-            checkpoint=getattr(args, "checkpoint", None),
+            checkpoint=checkpoint,
             trained=args.trained,
             prompt_modes=tuple(_pick(args, params, "prompt_modes", DEFAULT_PROMPT_MODES)),
             seed=int(_pick(args, params, "seed", 0)),
             limit=limit,
             device=str(device),
-            prepared_roots=tuple(args.prepared_root),
+            prepared_roots=tuple(roots),
             out_root=args.out,
             method_params=method_params,
             resize=str(_pick(args, params, "resize", "square")),

@@ -78,13 +78,19 @@ def run(args: argparse.Namespace) -> int:
     chosen = {
         name: getattr(args, name, None) for name in ("datasets", "out", "workers", "synthetic")
     }
-    config = parse_data_config(section(load_params(args.params), "data"), f"{args.params} data")
+    params = load_params(args.params)
+    config = parse_data_config(section(params, "data"), f"{args.params} data")
     if chosen["workers"] is not None and chosen["workers"] < 0:
         raise SuiteError("--workers must be >= 0 (0 = one per CPU core)")
     if chosen["synthetic"] is not None:
-        from spt.data.synthetic import synthetic_data_config, write_all_twins
+        from spt.data.synthetic import TwinSize, synthetic_data_config, write_all_twins
 
-        write_all_twins(chosen["synthetic"], seed=config.seed)
+        sizes = section(params, "data", "synthetic", default={}) or {}
+        try:
+            size = TwinSize(**{key: int(value) for key, value in sizes.items()})
+        except (TypeError, ValueError) as exc:
+            raise SuiteError(f"{args.params}: bad data.synthetic setting ({exc})") from None
+        write_all_twins(chosen["synthetic"], seed=config.seed, size=size)
         config = synthetic_data_config(config, chosen["synthetic"])
     out_root = chosen["out"] or config.prepared_root
     reports = prepare_all(config, chosen["datasets"], out_root, chosen["workers"])

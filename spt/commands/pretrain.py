@@ -36,9 +36,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--params", default="params.yaml", help="params file with `pretrain:`")
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
-    parser.add_argument("--scenes", type=int, help="training scenes (default: params, else 2000)")
-    parser.add_argument("--epochs", type=int, help="epochs (default: params, else 8)")
-    parser.add_argument("--seed", type=int, help="scene/sample seed (default: params, else 0)")
+    # SUPPRESS: an absent flag leaves the params value alone (and prints no "default: None").
+    for flag, meaning in (
+        ("--scenes", "training scenes (default: params pretrain.scenes, else 2000)"),
+        ("--epochs", "epochs (default: params pretrain.epochs, else 16)"),
+        ("--seed", "scene and sample seed (default: params pretrain.seed, else 0)"),
+    ):
+        parser.add_argument(flag, type=int, default=argparse.SUPPRESS, help=meaning)
     parser.add_argument(
         "--resume", action="store_true", help="continue from --out/state/last.pt if present"
     )
@@ -64,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
 
     config = PretrainConfig.from_params(
         section(load_params(args.params), "pretrain", default={}),
-        scenes=args.scenes,
-        epochs=args.epochs,
-        seed=args.seed,
+        scenes=getattr(args, "scenes", None),
+        epochs=getattr(args, "epochs", None),
+        seed=getattr(args, "seed", None),
     )
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from spt.errors import SuiteError
-from spt.params import load_params, section
+from spt.params import load_params, pipeline_datasets, pipeline_setting, section
 
 NAME = "train"
 
@@ -39,18 +39,28 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--method", default="spt", help="registered method name")
-    parser.add_argument("--backbone", default="tiny", help="SAM backbone (see `spt backbones`)")
     parser.add_argument(
-        "--checkpoint", default=None, help="SAM checkpoint path (none: random init)"
+        "--backbone",
+        default=argparse.SUPPRESS,
+        help="SAM backbone (default: pipeline.backbone, else tiny)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=argparse.SUPPRESS,
+        help="SAM checkpoint (default: pipeline.sam_checkpoint, else random init; tiny only)",
     )
     parser.add_argument(
         "--datasets",
         nargs="+",
         default=argparse.SUPPRESS,
-        help="datasets to train on (default: train.datasets)",
+        help="datasets to train on (default: train.datasets, else pipeline.datasets)",
     )
     parser.add_argument(
-        "--prepared-root", default="work/prepared", help="where `spt prepare` wrote the manifests"
+        "--prepared-root",
+        nargs="+",
+        default=argparse.SUPPRESS,
+        help="folders holding <dataset>/manifest.csv (from `spt prepare`), searched in order "
+        "(default: pipeline.prepared_roots, else work/prepared)",
     )
     parser.add_argument("--out", default="work/train", help="output root")
     parser.add_argument("--params", default="params.yaml", help="params file")
@@ -103,7 +113,15 @@ def run(args: argparse.Namespace) -> int:
     from spt.training.samples import TRAIN_PROMPT_MODES, SampleOptions
 
     params = load_params(args.params)
-    get_spec(args.backbone)
+    backbone = pipeline_setting(args, params, "backbone", "backbone", "tiny")
+    checkpoint = pipeline_setting(args, params, "checkpoint", "sam_checkpoint", None)
+    roots = [
+        str(r)
+        for r in pipeline_setting(
+            args, params, "prepared_root", "prepared_roots", ["work/prepared"]
+        )
+    ]
+    get_spec(backbone)
     device = resolve_device(args.device)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -112,7 +130,11 @@ def run(args: argparse.Namespace) -> int:
     for key in ("epochs", "batch_size", "seed"):
         if hasattr(args, key):
             settings[key] = getattr(args, key)
-    datasets = getattr(args, "datasets", None) or settings.get("datasets")
+    datasets = (
+        getattr(args, "datasets", None)
+        or settings.get("datasets")
+        or pipeline_datasets(params, roots)
+    )
     if not datasets:
         raise SuiteError("no datasets: pass --datasets NAME [NAME ...] or set train.datasets")
     augment = settings.get("augment", {}) or {}
@@ -132,14 +154,14 @@ def run(args: argparse.Namespace) -> int:
         for k, v in (section(params, "methods", args.method, default={}) or {}).items()
         if k != "train"
     }
-    method = build_method(args.method, args.backbone, args.checkpoint, device, method_params)
-    rows = training_rows(args.prepared_root, [str(d) for d in datasets], args.limit)
-    out_dir = os.path.join(args.out, args.method, args.backbone)
+    method = build_method(args.method, backbone, checkpoint, device, method_params)
+    rows = training_rows(roots, [str(d) for d in datasets], args.limit)
+    out_dir = os.path.join(args.out, args.method, backbone)
     from spt.training.run import is_main_process
 
     say = print if is_main_process() else (lambda *a, **k: None)
     say(
-        f"training {args.method} on {args.backbone}: {len(rows)} images, "
+        f"training {args.method} on {backbone}: {len(rows)} images, "
         f"{method.trainable_parameter_count():,} trainable parameters"
     )
     path, result = train_method(

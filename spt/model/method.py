@@ -10,7 +10,7 @@ Params (``methods.spt`` in params.yaml; defaults are the official code's):
   holds only the tuned tensors).
 - ``init_seed`` 0: seeds the random weights of ``tiny``.
 - Training: ``draft_loss_weight`` 1, ``final_loss_weight`` 1 (the paper does not state the
-  weighting; 1:1 is the natural reading), ``loss_points`` 12544 (112 x 112),
+  weighting; 1:1 is the natural reading), ``loss_points`` 12544 (112 x 112; capped at one per low-res logit, so 1024 on tiny),
   ``loss_oversample`` 3, ``loss_importance`` 0.75 (HQ-SAM's point-sampled BCE + Dice).
 """
 
@@ -26,7 +26,7 @@ from spt.harness.method import Method, TrainingSample
 from spt.harness.prompts import Prompt
 from spt.model.convert import load_official_spt
 from spt.model.spt_model import SPTConfig, SPTModel, build_spt
-from spt.training.losses import hq_sam_loss
+from spt.training.losses import default_loss_points, hq_sam_loss
 
 
 def spt_config_from(params: Mapping[str, Any]) -> SPTConfig:
@@ -65,7 +65,9 @@ class SPTMethod(Method):
             float(self.params.get("draft_loss_weight", 1.0)),
             float(self.params.get("final_loss_weight", 1.0)),
         )
-        self.loss_points = int(self.params.get("loss_points", 112 * 112))
+        self.loss_points = int(
+            self.params.get("loss_points", default_loss_points(self.spec.low_res_size))
+        )
         self.loss_oversample = float(self.params.get("loss_oversample", 3.0))
         self.loss_importance = float(self.params.get("loss_importance", 0.75))
 

@@ -24,7 +24,7 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +54,12 @@ class PretrainConfig:
     """Knobs of the ``pretrain:`` section of params.yaml (defaults: the measured recipe)."""
 
     scenes: int = 2000
-    epochs: int = 8
+    epochs: int = 16
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 0.0
     warmup_steps: int = 50
-    lr_step_epochs: int = 6
+    lr_step_epochs: int = 12
     lr_gamma: float = 0.1
     grad_clip: float = 1.0
     seed: int = 0
@@ -77,7 +77,6 @@ class PretrainConfig:
     heldout_scenes: int = 100
     industrial_probe_images: int = 100  # 0: skip the industrial probe
     probe_modes: tuple[str, ...] = ("box", "points-1")
-    extra: dict[str, Any] = field(default_factory=dict)  # reserved; part of the fingerprint
 
     def __post_init__(self) -> None:
         if not 1 <= self.scenes < HELDOUT_OFFSET:
@@ -129,7 +128,6 @@ class PretrainConfig:
                 "prompt_modes": list(self.prompt_modes),
                 "loss_points": self.loss_points,
                 "iou_loss_weight": self.iou_loss_weight,
-                **self.extra,
             },
         )
 
@@ -211,12 +209,17 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def write_json_atomic(obj: Any, path: Path) -> None:
+    """JSON to a temp file in the same folder, then rename: never a partial log."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(obj, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(obj, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def read_log(out_dir: Path) -> dict[str, Any] | None:
@@ -227,14 +230,12 @@ def read_log(out_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def is_up_to_date(config: PretrainConfig, out_dir: Path) -> bool:
-    """Whether ``out_dir`` already holds this config's checkpoint and log."""
+def finished_log(config: PretrainConfig, out_dir: Path) -> dict[str, Any] | None:
+    """The log of this config's finished run in ``out_dir`` (checkpoint present), else None."""
     log = read_log(out_dir)
-    return (
-        log is not None
-        and log.get("fingerprint") == config.fingerprint()
-        and (out_dir / CHECKPOINT_NAME).is_file()
-    )
+    if log is None or log.get("fingerprint") != config.fingerprint():
+        return None
+    return log if (out_dir / CHECKPOINT_NAME).is_file() else None
 
 
 def probe_quality(sam: Sam, config: PretrainConfig, progress: bool = False) -> dict[str, Any]:
@@ -275,10 +276,9 @@ def pretrain(
     written then); a later call with ``resume=True`` continues from ``state/last.pt``.
     """
     out_dir = Path(out_dir)
-    if is_up_to_date(config, out_dir):
-        log = read_log(out_dir)
-        assert log is not None
-        return {**log, "skipped": True}
+    previous = finished_log(config, out_dir)
+    if previous is not None:
+        return {**previous, "skipped": True}
     spec = get_spec(BACKBONE)
     sam = build_sam(BACKBONE, seed=config.init_seed)
     model = PromptedSam(sam, config.loss_points, config.iou_loss_weight)

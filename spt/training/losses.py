@@ -362,3 +362,10 @@ def instances_from_mask(mask: np.ndarray | torch.Tensor, min_area: int = 0) -> l
 def _check_same_shape(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape:
         raise ValueError(f"shape mismatch: {tuple(a.shape)} vs {tuple(b.shape)}")
+
+
+def default_loss_points(low_res: int) -> int:
+    """HQ-SAM's 112 x 112 points, capped at one point per low-res logit: 12,544 for the
+    published backbones (256 x 256 logits), 1,024 for ``tiny`` (32 x 32), where more points
+    would only resample the same logits."""
+    return min(112 * 112, low_res * low_res)
