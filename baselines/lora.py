@@ -51,8 +51,8 @@ from spt.errors import SuiteError
 from spt.harness.method import TrainingSample
 from spt.training.losses import (
     HQ_SAM_IMPORTANCE_SAMPLE_RATIO,
-    HQ_SAM_NUM_POINTS,
     HQ_SAM_OVERSAMPLE_RATIO,
+    default_loss_points,
     hq_sam_loss,
 )
 
@@ -92,7 +92,7 @@ class FineTunedSAM(ZeroShotSAM):
     trains and what :meth:`trained_state` saves. The loss is SPT's (HQ-SAM point-sampled
     BCE + Dice) on the single ``final`` output.
 
-    Loss params (SPT's defaults): ``loss_points`` 12544 (112 x 112), ``loss_oversample`` 3,
+    Loss params (SPT's defaults): ``loss_points`` 12544 (112 x 112; capped at one per low-res logit, so 1024 on tiny), ``loss_oversample`` 3,
     ``loss_importance`` 0.75.
     """
 
@@ -101,7 +101,9 @@ class FineTunedSAM(ZeroShotSAM):
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
         self.init_seed = int(self.params.get("init_seed", 0))
-        self.loss_points = int(self.params.get("loss_points", HQ_SAM_NUM_POINTS))
+        self.loss_points = int(
+            self.params.get("loss_points", default_loss_points(self.spec.low_res_size))
+        )
         self.loss_oversample = float(self.params.get("loss_oversample", HQ_SAM_OVERSAMPLE_RATIO))
         self.loss_importance = float(
             self.params.get("loss_importance", HQ_SAM_IMPORTANCE_SAMPLE_RATIO)
