@@ -48,7 +48,7 @@ from torch import nn
 
 from baselines.zero_shot import ZeroShotSAM
 from spt.errors import SuiteError
-from spt.harness.method import TrainingSample
+from spt.harness.method import TrainingSample, assign_named_tensors
 from spt.training.losses import (
     HQ_SAM_IMPORTANCE_SAMPLE_RATIO,
     HQ_SAM_OVERSAMPLE_RATIO,
@@ -147,23 +147,7 @@ class FineTunedSAM(ZeroShotSAM):
 
     def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None:
         params = {n: p for n, p in self.network.named_parameters() if p.requires_grad}
-        missing, unexpected = set(params) - set(state), set(state) - set(params)
-        if missing or unexpected:
-            raise SuiteError(
-                f"trained state does not fit method {self.name!r} with these params (missing "
-                f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}); load it with the "
-                "params it was trained with"
-            )
-        wrong = [n for n, v in state.items() if v.shape != params[n].shape]
-        if wrong:
-            raise SuiteError(
-                f"trained state of method {self.name!r} has other shapes ({wrong[0]}: "
-                f"{tuple(state[wrong[0]].shape)} vs {tuple(params[wrong[0]].shape)}); "
-                "load it with the params it was trained with"
-            )
-        with torch.no_grad():
-            for name, value in state.items():
-                params[name].copy_(value.to(params[name].device))
+        assign_named_tensors(params, state, f"method {self.name!r} on {self.backbone}")
 
 
 class SplitQKV(nn.Module):

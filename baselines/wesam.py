@@ -44,7 +44,7 @@ from segment_anything.modeling import ImageEncoderViT, Sam
 from torch import nn
 
 from spt.errors import SuiteError
-from spt.harness.method import Method, TrainingSample
+from spt.harness.method import Method, TrainingSample, assign_named_tensors
 from spt.harness.prompts import Prompt, PromptUnavailable, build_prompt
 from spt.model.lora import LoRAFusedQKV, add_encoder_lora
 from spt.sam import load_sam
@@ -323,18 +323,4 @@ class WeSAM(Method):
         return {n: p.detach().cpu().clone() for n, p in self._lora_parameters()}
 
     def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        params = dict(self._lora_parameters())
-        missing, unexpected = set(params) - set(state), set(state) - set(params)
-        if missing or unexpected:
-            raise SuiteError(
-                f"trained state does not fit wesam on {self.backbone} (missing "
-                f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})"
-            )
-        with torch.no_grad():
-            for name, value in state.items():
-                if value.shape != params[name].shape:
-                    raise SuiteError(
-                        f"trained state for wesam: {name} is {tuple(value.shape)}, expected "
-                        f"{tuple(params[name].shape)}"
-                    )
-                params[name].copy_(value.to(params[name].device))
+        assign_named_tensors(dict(self._lora_parameters()), state, f"wesam on {self.backbone}")

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spt.harness.method import Method, TrainingSample
+from spt.harness.method import Method, TrainingSample, assign_named_tensors
 from spt.harness.prompts import Prompt
 from spt.model.convert import load_official_spt
 from spt.model.spt_model import SPTConfig, SPTModel, build_spt
@@ -122,12 +122,4 @@ class SPTMethod(Method):
 
     def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None:
         params = dict(self.model.named_trainable_parameters())
-        missing, unexpected = set(params) - set(state), set(state) - set(params)
-        if missing or unexpected:
-            raise ValueError(
-                f"trained state does not fit SPT (missing {sorted(missing)[:3]}, "
-                f"unexpected {sorted(unexpected)[:3]})"
-            )
-        with torch.no_grad():
-            for name, value in state.items():
-                params[name].copy_(value.to(params[name].device))
+        assign_named_tensors(params, state, f"spt on {self.backbone} with these params")

@@ -164,6 +164,8 @@ def load_trained(method: Method, path: str | Path) -> dict[str, Any]:
         )
     try:
         method.load_trained_state(blob["trained"])
+    except SuiteError as exc:
+        raise SuiteError(f"{path}: {exc}") from None
     except (ValueError, RuntimeError, KeyError) as exc:
         raise SuiteError(f"{path}: does not fit this method's configuration ({exc})") from None
     return blob
