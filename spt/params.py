@@ -46,6 +46,43 @@ def section(params: dict[str, Any], *keys: str, default: Any = None) -> Any:
     return node
 
 
+DEFAULT_PREPARED_ROOTS = ("work/prepared",)
+
+
+def add_pipeline_options(parser: Any) -> None:
+    """--backbone, --checkpoint and --prepared-root, whose defaults come from ``pipeline.*``
+    (read them back with :func:`pipeline_options`)."""
+    import argparse
+
+    parser.add_argument(
+        "--backbone",
+        default=argparse.SUPPRESS,
+        help="SAM backbone (default: pipeline.backbone, else tiny)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=argparse.SUPPRESS,
+        help="SAM checkpoint (default: pipeline.sam_checkpoint, else random init; tiny only)",
+    )
+    parser.add_argument(
+        "--prepared-root",
+        nargs="+",
+        default=argparse.SUPPRESS,
+        help="folders holding <dataset>/manifest.csv (from `spt prepare`), searched in order "
+        f"(default: pipeline.prepared_roots, else {' '.join(DEFAULT_PREPARED_ROOTS)})",
+    )
+
+
+def pipeline_options(args: Any, params: dict[str, Any]) -> tuple[str, str | None, list[str]]:
+    """(backbone, SAM checkpoint or None, prepared roots) from the command line or params."""
+    backbone = str(pipeline_setting(args, params, "backbone", "backbone", "tiny"))
+    checkpoint = pipeline_setting(args, params, "checkpoint", "sam_checkpoint", None)
+    roots = pipeline_setting(
+        args, params, "prepared_root", "prepared_roots", DEFAULT_PREPARED_ROOTS
+    )
+    return backbone, None if checkpoint is None else str(checkpoint), [str(r) for r in roots]
+
+
 def pipeline_setting(args: Any, params: dict[str, Any], name: str, key: str, default: Any) -> Any:
     """A command-line value when given (argparse.SUPPRESS leaves it absent), else
     ``pipeline.<key>`` from params.yaml, else ``default``: so `dvc repro` stages stay short and

@@ -5,14 +5,20 @@ from __future__ import annotations
 import argparse
 
 from spt.errors import SuiteError
-from spt.params import load_params, pipeline_datasets, pipeline_setting, section
+from spt.params import (
+    add_pipeline_options,
+    load_params,
+    pipeline_datasets,
+    pipeline_options,
+    section,
+)
 
 NAME = "evaluate"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from spt.cli import HelpFormatter
-    from spt.harness.evaluate import DEFAULT_OUT_ROOT, DEFAULT_PREPARED_ROOT
+    from spt.harness.evaluate import DEFAULT_OUT_ROOT
     from spt.harness.prompts import DEFAULT_PROMPT_MODES
 
     parser = sub.add_parser(
@@ -36,16 +42,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--method", default="zero_shot", help="registered method name")
-    parser.add_argument(
-        "--backbone",
-        default=argparse.SUPPRESS,
-        help="SAM backbone (default: pipeline.backbone, else tiny)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        default=argparse.SUPPRESS,
-        help="SAM checkpoint (default: pipeline.sam_checkpoint, else random init; tiny only)",
-    )
+    add_pipeline_options(parser)
     parser.add_argument(
         "--datasets",
         nargs="+",
@@ -78,13 +75,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="trained.pt written by `spt train` for this method and backbone (default: none)",
     )
-    parser.add_argument(
-        "--prepared-root",
-        nargs="+",
-        default=argparse.SUPPRESS,
-        help="folders holding <dataset>/manifest.csv, searched in order (default: "
-        f"pipeline.prepared_roots, else {DEFAULT_PREPARED_ROOT})",
-    )
     parser.add_argument("--out", default=str(DEFAULT_OUT_ROOT), help="output root")
     parser.add_argument("--params", default="params.yaml", help="params file")
     parser.add_argument(
@@ -114,17 +104,12 @@ def _pick(args: argparse.Namespace, params: dict, key: str, default):
 
 
 def run(args: argparse.Namespace) -> int:
-    from spt.harness.evaluate import DEFAULT_PREPARED_ROOT, EvaluationConfig, evaluate
+    from spt.harness.evaluate import EvaluationConfig, evaluate
     from spt.harness.prompts import DEFAULT_MASK_PROMPT_LOGIT, DEFAULT_PROMPT_MODES
     from spt.sam import get_spec, resolve_device
 
     params = load_params(args.params)
-    backbone = pipeline_setting(args, params, "backbone", "backbone", "tiny")
-    checkpoint = pipeline_setting(args, params, "checkpoint", "sam_checkpoint", None)
-    roots = pipeline_setting(
-        args, params, "prepared_root", "prepared_roots", [str(DEFAULT_PREPARED_ROOT)]
-    )
-    roots = [str(r) for r in roots]
+    backbone, checkpoint, roots = pipeline_options(args, params)
     get_spec(backbone)
     device = resolve_device(args.device)
     limit = getattr(args, "limit", None)

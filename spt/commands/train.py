@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from spt.errors import SuiteError
-from spt.params import load_params, pipeline_datasets, pipeline_setting, section
+from spt.params import (
+    add_pipeline_options,
+    load_params,
+    pipeline_datasets,
+    pipeline_options,
+    section,
+)
 
 NAME = "train"
 
@@ -39,28 +45,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--method", default="spt", help="registered method name")
-    parser.add_argument(
-        "--backbone",
-        default=argparse.SUPPRESS,
-        help="SAM backbone (default: pipeline.backbone, else tiny)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        default=argparse.SUPPRESS,
-        help="SAM checkpoint (default: pipeline.sam_checkpoint, else random init; tiny only)",
-    )
+    add_pipeline_options(parser)
     parser.add_argument(
         "--datasets",
         nargs="+",
         default=argparse.SUPPRESS,
         help="datasets to train on (default: train.datasets, else pipeline.datasets)",
-    )
-    parser.add_argument(
-        "--prepared-root",
-        nargs="+",
-        default=argparse.SUPPRESS,
-        help="folders holding <dataset>/manifest.csv (from `spt prepare`), searched in order "
-        "(default: pipeline.prepared_roots, else work/prepared)",
     )
     parser.add_argument("--out", default="work/train", help="output root")
     parser.add_argument("--params", default="params.yaml", help="params file")
@@ -113,14 +103,7 @@ def run(args: argparse.Namespace) -> int:
     from spt.training.samples import TRAIN_PROMPT_MODES, SampleOptions
 
     params = load_params(args.params)
-    backbone = pipeline_setting(args, params, "backbone", "backbone", "tiny")
-    checkpoint = pipeline_setting(args, params, "checkpoint", "sam_checkpoint", None)
-    roots = [
-        str(r)
-        for r in pipeline_setting(
-            args, params, "prepared_root", "prepared_roots", ["work/prepared"]
-        )
-    ]
+    backbone, checkpoint, roots = pipeline_options(args, params)
     get_spec(backbone)
     device = resolve_device(args.device)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
