@@ -115,14 +115,21 @@ def write_prepared(root: Path) -> None:
         write_manifest(pd.DataFrame(rows), folder / "manifest.csv")
 
 
-def make_inputs(root: Path, seeds: tuple[int, ...]) -> tuple[list[dict], list[str]]:
+def make_inputs(
+    root: Path, seeds: tuple[int, ...], per_seed_folders: bool = False
+) -> tuple[list[dict], list[str]]:
+    """Records in <eval>/<method>/<backbone>/, or, as the pipeline writes several training
+    seeds, in <eval>/seed<N>/<method>/<backbone>/."""
     records = fake_records(seeds)
-    for method in STAGES:
-        folder = root / "eval" / method / BACKBONE
-        mine = [r for r in records if r["method"] == method]
-        write_records(records_table(mine), folder / "records.parquet")
-        write_examples(folder / "examples.npz", method)
-    trained = root / "train" / "lora" / BACKBONE / "trained.pt"
+    runs = [(f"seed{seed}", (seed,)) for seed in seeds] if per_seed_folders else [("", seeds)]
+    for run, run_seeds in runs:
+        for method in STAGES:
+            folder = root / "eval" / run / method / BACKBONE
+            mine = [r for r in records if r["method"] == method and r["seed"] in run_seeds]
+            write_records(records_table(mine), folder / "records.parquet")
+            write_examples(folder / "examples.npz", method)
+    run = runs[0][0]
+    trained = root / "train" / run / "lora" / BACKBONE / "trained.pt"
     trained.parent.mkdir(parents=True)
     torch.save({"trainable_parameters": LORA_PARAMETERS}, trained)
     write_prepared(root / "prepared")
@@ -243,6 +250,15 @@ def test_single_seed_writes_no_seed_spread(tmp_path):
     assert "seed_spread" not in (out / "README.md").read_text()
     with Image.open(out / "figures" / f"overlay_{BACKBONE}_dsb.png") as figure:
         assert figure.size[1] == 220
+
+
+def test_per_seed_run_folders_give_the_same_report(report, tmp_path):
+    _, _, _, flat_out = report
+    _, argv = make_inputs(tmp_path, seeds=(0, 1), per_seed_folders=True)
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out)]) == 0
+    for name in ("seed_spread.csv", "significance.json", "tables/metrics_tiny_box.csv"):
+        assert (out / name).read_text() == (flat_out / name).read_text(), name
 
 
 def test_empty_eval_root_is_one_line_error(tmp_path, capsys):

@@ -82,9 +82,22 @@ class Produced:
 # --- inputs ---------------------------------------------------------------------------------
 
 
+def first_run_file(root: Path, method: str, backbone: str, name: str) -> Path:
+    """``<root>/[<run>/]<method>/<backbone>/<name>``: the first in sorted order when the
+    pipeline keeps one folder per training seed (``seed0/``, ``seed1/``, ...)."""
+    direct = Path(root) / method / backbone / name
+    if direct.is_file():
+        return direct
+    nested = sorted(Path(root).glob(f"*/{method}/{backbone}/{name}"))
+    return nested[0] if nested else direct
+
+
 def load_records(eval_root: Path) -> pd.DataFrame:
-    """Every ``<method>/<backbone>/records.parquet`` below ``eval_root``, concatenated."""
-    files = sorted(Path(eval_root).glob(f"*/*/{RECORDS_FILE}"))
+    """Every ``[<run>/]<method>/<backbone>/records.parquet`` below ``eval_root``, concatenated
+    (one run folder per training seed in the pipeline)."""
+    files = sorted(Path(eval_root).glob(f"*/*/{RECORDS_FILE}")) + sorted(
+        Path(eval_root).glob(f"*/*/*/{RECORDS_FILE}")
+    )
     if not files:
         raise SuiteError(
             f"{eval_root}: no <method>/<backbone>/{RECORDS_FILE} here; run `spt evaluate` "
@@ -99,8 +112,9 @@ def load_records(eval_root: Path) -> pd.DataFrame:
 
 
 def trainable_parameters(train_root: Path, method: str, backbone: str) -> int | None:
-    """From ``<train_root>/<method>/<backbone>/trained.pt``; 0 for zero-shot; else None."""
-    path = Path(train_root) / method / backbone / TRAINED_FILE
+    """From ``<train_root>/[<run>/]<method>/<backbone>/trained.pt``; 0 for zero-shot; else
+    None."""
+    path = first_run_file(train_root, method, backbone, TRAINED_FILE)
     if not path.is_file():
         return 0 if method == ZERO_SHOT else None
     try:
@@ -270,7 +284,7 @@ def load_method_examples(
     """{method: read_examples(...)} for the methods of ``backbone`` that kept examples."""
     found = {}
     for method in methods:
-        path = Path(eval_root) / method / backbone / EXAMPLES_FILE
+        path = first_run_file(eval_root, method, backbone, EXAMPLES_FILE)
         if not path.is_file():
             say(f"overlays {backbone}: {path} missing, {method} left out")
             continue
