@@ -82,6 +82,15 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> None:
         raise
 
 
+def resolve_manifest_path(path_text: str, manifest_dir: Path) -> Path:
+    """A path from a manifest: used as written, or, when relative and missing from the working
+    directory, looked up next to the manifest (so a prepared folder can be moved)."""
+    path = Path(path_text)
+    if path.is_absolute() or path.exists():
+        return path
+    return manifest_dir / path
+
+
 def find_manifest(dataset: str, roots: Sequence[str | Path]) -> Path:
     """``<root>/<dataset>/manifest.csv`` in the first of ``roots`` that has it."""
     for root in roots:

@@ -31,7 +31,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from spt.data.manifest import find_manifest, read_manifest
+from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.method import Method, build_method
 from spt.harness.metrics import MaskScorer
@@ -97,35 +97,25 @@ def select_images(manifest: pd.DataFrame, limit: int | None = None) -> pd.DataFr
     return chosen if limit is None else chosen.head(limit)
 
 
-def _resolve(path_text: str, manifest_dir: Path) -> Path:
-    """Manifest paths are used as written; a relative one missing from the working directory
-    is looked up next to the manifest."""
-    path = Path(path_text)
-    if path.is_absolute() or path.exists():
-        return path
-    return manifest_dir / path
+def _read_image(path: Path, mode: str, what: str) -> np.ndarray:
+    """Image file -> uint8 array in PIL ``mode``; a missing or unreadable file is a SuiteError."""
+    try:
+        with Image.open(path) as image:
+            return np.array(image.convert(mode))
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: {what} not found; rerun `spt prepare`") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SuiteError(f"{path}: unreadable {what} ({exc}); rerun `spt prepare`") from None
 
 
 def read_rgb(path: Path) -> np.ndarray:
     """Image file -> uint8 (H,W,3)."""
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert("RGB"))
-    except FileNotFoundError:
-        raise SuiteError(f"{path}: image not found; rerun `spt prepare`") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SuiteError(f"{path}: unreadable image ({exc}); rerun `spt prepare`") from None
+    return _read_image(path, "RGB", "image")
 
 
 def read_mask(path: Path) -> np.ndarray:
     """Normalised mask file -> uint8 (H,W) 0/255."""
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert("L"))
-    except FileNotFoundError:
-        raise SuiteError(f"{path}: mask not found; rerun `spt prepare`") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SuiteError(f"{path}: unreadable mask ({exc}); rerun `spt prepare`") from None
+    return _read_image(path, "L", "mask")
 
 
 def _synchronise(device: torch.device) -> None:
@@ -345,8 +335,8 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
                             f"{config.manifest_path(dataset)}: {row['image_id']} has "
                             "mask_pixels > 0 but no mask_path; rerun `spt prepare`"
                         )
-                    image = read_rgb(_resolve(row["image_path"], manifest_dir))
-                    mask = read_mask(_resolve(row["mask_path"], manifest_dir))
+                    image = read_rgb(resolve_manifest_path(row["image_path"], manifest_dir))
+                    mask = read_mask(resolve_manifest_path(row["mask_path"], manifest_dir))
                     records.extend(evaluator.evaluate(row, image, mask, row["image_id"] in keep))
                     bar.update(1)
                 # Examples first: the records part marks the chunk as done.

@@ -66,6 +66,13 @@ def _pad_to_input(planes: torch.Tensor, frame: InputFrame) -> torch.Tensor:
     return planes
 
 
+def normalise_planes(planes: torch.Tensor) -> torch.Tensor:
+    """(B,3,H,W) float pixels in 0..255 -> normalised with SAM's pixel mean and std."""
+    mean = torch.tensor(SAM_PIXEL_MEAN, device=planes.device).view(1, 3, 1, 1)
+    std = torch.tensor(SAM_PIXEL_STD, device=planes.device).view(1, 3, 1, 1)
+    return (planes - mean) / std
+
+
 def image_to_input(
     image: np.ndarray, frame: InputFrame, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
@@ -76,9 +83,7 @@ def image_to_input(
     """
     planes = torch.from_numpy(np.ascontiguousarray(image)).to(device)
     planes = _resize_content(planes.permute(2, 0, 1)[None].float(), frame)
-    mean = torch.tensor(SAM_PIXEL_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(SAM_PIXEL_STD, device=device).view(1, 3, 1, 1)
-    return _pad_to_input((planes - mean) / std, frame)
+    return _pad_to_input(normalise_planes(planes), frame)
 
 
 def mask_to_input(mask: np.ndarray, frame: InputFrame) -> np.ndarray:

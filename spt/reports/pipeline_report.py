@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from spt.data.manifest import find_manifest, read_manifest
+from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.evaluate import read_examples, read_mask, read_rgb
 from spt.harness.records import read_records
@@ -309,12 +309,6 @@ def shared_example_ids(examples: dict[str, dict[str, np.ndarray]], image_ids: se
     return sorted(common)
 
 
-def _resolve(path_text: str, manifest_dir: Path) -> Path:
-    """A manifest path as written, else next to the manifest (as ``spt evaluate`` reads it)."""
-    path = Path(path_text)
-    return path if path.is_absolute() or path.exists() else manifest_dir / path
-
-
 def overlay_row(
     image_id: str,
     manifest_path: Path,
@@ -328,8 +322,8 @@ def overlay_row(
             "fix --prepared-root or rerun `spt evaluate`"
         )
     row = manifest.loc[image_id]
-    image = read_rgb(_resolve(row["image_path"], manifest_path.parent))
-    ground_truth = read_mask(_resolve(row["mask_path"], manifest_path.parent)) > 128
+    image = read_rgb(resolve_manifest_path(row["image_path"], manifest_path.parent))
+    ground_truth = read_mask(resolve_manifest_path(row["mask_path"], manifest_path.parent)) > 128
     for label, mask in predictions.items():
         if mask.shape != ground_truth.shape:
             raise SuiteError(

@@ -36,6 +36,7 @@ from torch import nn
 from tqdm import tqdm
 
 from spt.errors import SuiteError
+from spt.harness.method import assign_named_tensors
 
 
 @dataclass(frozen=True)
@@ -97,17 +98,11 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: Path) -> None:
-    expected = {n for n, p in model.named_parameters() if p.requires_grad}
-    missing, unexpected = expected - set(tensors), set(tensors) - expected
-    if missing or unexpected:
-        raise SuiteError(
-            f"{source}: trainable tensors do not fit this model (missing {sorted(missing)[:3]}, "
-            f"unexpected {sorted(unexpected)[:3]}); it was saved by another method or config"
-        )
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in tensors.items():
-            params[name].copy_(value.to(params[name].device))
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    try:
+        assign_named_tensors(params, tensors, "this model (saved by another method or config?)")
+    except SuiteError as exc:
+        raise SuiteError(f"{source}: {exc}") from None
 
 
 def atomic_save(obj: Any, path: Path) -> None:

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from spt.data.manifest import find_manifest, read_manifest
+from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.method import Method, TrainingSample
 from spt.training.engine import TrainConfig, TrainResult, atomic_save, train
@@ -55,16 +55,11 @@ def training_rows(
             raise SuiteError(f"{path}: no train-split defect images; check data.train_fraction")
         rows = rows.copy()
         for column in ("image_path", "mask_path"):
-            rows[column] = [str(_resolve(p, path.parent)) for p in rows[column]]
+            rows[column] = [str(resolve_manifest_path(p, path.parent)) for p in rows[column]]
         frames.append(rows)
     if not frames:
         raise SuiteError("no datasets to train on: pass --datasets or set train.datasets")
     return pd.concat(frames, ignore_index=True)
-
-
-def _resolve(text: str, manifest_dir: Path) -> Path:
-    path = Path(text)
-    return path if path.is_absolute() or path.exists() else manifest_dir / path
 
 
 class MethodModule(nn.Module):

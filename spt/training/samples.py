@@ -27,9 +27,9 @@ import torch
 
 from spt.harness.evaluate import read_mask, read_rgb
 from spt.harness.method import TrainingSample
-from spt.harness.preprocess import InputFrame, mask_to_input
+from spt.harness.preprocess import InputFrame, mask_to_input, normalise_planes
 from spt.harness.prompts import PromptUnavailable, build_prompt, validate_mode
-from spt.sam.backbones import SAM_PIXEL_MEAN, SAM_PIXEL_STD, BackboneSpec
+from spt.sam.backbones import BackboneSpec
 from spt.training.augment import large_scale_jitter, random_hflip
 from spt.training.engine import sample_key
 
@@ -66,9 +66,7 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndar
 def normalise(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """(S,S,3) uint8 -> (1,3,S,S) float32 with SAM's pixel mean and std."""
     planes = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
-    mean = torch.tensor(SAM_PIXEL_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(SAM_PIXEL_STD, device=device).view(1, 3, 1, 1)
-    return (planes - mean) / std
+    return normalise_planes(planes)
 
 
 class TrainingSet:
