@@ -23,7 +23,7 @@ blocks' own weights, the neck and the prompt encoder stay frozen.
 
 Params (``methods.adapter``): ``ratio`` 0.25, ``placement`` "both", ``mlp_scale`` 0.5,
 ``train_decoder`` true, ``init_seed`` 0 (tiny's random SAM weights and the adapters' ``down``
-init), the loss knobs of :class:`baselines.lora.FineTunedSAM`, ``multimask_output`` as zero-shot.
+init), the loss knobs of :class:`baselines.finetuned.FineTunedSAM`, ``multimask_output`` as zero-shot.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from __future__ import annotations
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder
 from torch import Tensor, nn
 
-from baselines.lora import FineTunedSAM, seeded_init
+from baselines.finetuned import FineTunedSAM, seeded_init
 from spt.errors import SuiteError
 
 PLACEMENTS = ("both", "attn", "mlp")

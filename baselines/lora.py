@@ -36,9 +36,7 @@ modules); ``dropout`` 0 (peft's dropout draws from torch's global RNG); ``target
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -46,15 +44,8 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
-from baselines.zero_shot import ZeroShotSAM
+from baselines.finetuned import FineTunedSAM, seeded_init
 from spt.errors import SuiteError
-from spt.harness.method import TrainingSample, assign_named_tensors
-from spt.training.losses import (
-    HQ_SAM_IMPORTANCE_SAMPLE_RATIO,
-    HQ_SAM_OVERSAMPLE_RATIO,
-    default_loss_points,
-    hq_sam_loss,
-)
 
 LORA_TARGETS = ("qkv", "qv")
 ENCODER_PATTERNS = {
@@ -69,85 +60,6 @@ DECODER_PATTERN = (
     r"|final_attn_token_to_image)\.(q_proj|v_proj)"
 )
 PEFT_CONFIG_FILE = "adapter_config.json"
-
-
-@contextlib.contextmanager
-def seeded_init(seed: int, device: torch.device) -> Iterator[None]:
-    """Seed torch's RNG for a block that initialises weights, then restore the outer state.
-
-    Weight init (nn.Linear's default, peft's kaiming A) draws from the global RNG; forking it keeps
-    a method's initial weights a function of ``seed`` alone and leaves the caller's RNG untouched.
-    """
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
-
-
-class FineTunedSAM(ZeroShotSAM):
-    """Zero-shot SAM plus a training surface: the base of the LoRA and adapter baselines.
-
-    Not registered itself (empty ``name``). A subclass adds its modules to ``self.sam`` and sets
-    the ``requires_grad`` flags; everything with ``requires_grad`` in :attr:`network` is what
-    trains and what :meth:`trained_state` saves. The loss is SPT's (HQ-SAM point-sampled
-    BCE + Dice) on the single ``final`` output.
-
-    Loss params (SPT's defaults): ``loss_points`` 12544 (112 x 112; capped at one per low-res logit, so 1024 on tiny), ``loss_oversample`` 3,
-    ``loss_importance`` 0.75.
-    """
-
-    name = ""
-
-    def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
-        super().__init__(backbone, checkpoint, device, params)
-        self.init_seed = int(self.params.get("init_seed", 0))
-        self.loss_points = int(
-            self.params.get("loss_points", default_loss_points(self.spec.low_res_size))
-        )
-        self.loss_oversample = float(self.params.get("loss_oversample", HQ_SAM_OVERSAMPLE_RATIO))
-        self.loss_importance = float(
-            self.params.get("loss_importance", HQ_SAM_IMPORTANCE_SAMPLE_RATIO)
-        )
-
-    @property
-    def network(self) -> nn.Module:
-        return self.sam
-
-    def trainable_parameters(self) -> Iterator[nn.Parameter]:
-        return (p for p in self.network.parameters() if p.requires_grad)
-
-    def training_losses(self, samples: Sequence[TrainingSample]) -> dict[str, torch.Tensor]:
-        """HQ-SAM loss on the ``final`` logits, averaged over samples: {"loss", "bce", "dice"}.
-
-        One batched encoder pass, then one decode per sample (prompt counts differ). Loss points
-        are drawn from a generator seeded by ``sample.key``.
-        """
-        images = torch.cat([s.image for s in samples])
-        embeddings = self.sam.image_encoder(images)
-        totals: dict[str, torch.Tensor] = {}
-        for i, sample in enumerate(samples):
-            logits = self.decode(embeddings[i : i + 1], sample.prompt)["final"]
-            target = sample.target.to(logits.device).expand(logits.shape[0], -1, -1, -1)
-            generator = torch.Generator(device=logits.device).manual_seed(sample.key)
-            bce, dice = hq_sam_loss(
-                logits, target, generator, self.loss_points, self.loss_oversample,
-                self.loss_importance,
-            )  # fmt: skip
-            for part, value in (("bce", bce), ("dice", dice), ("loss", bce + dice)):
-                totals[part] = totals.get(part, 0.0) + value / len(samples)
-        return totals
-
-    def trained_state(self) -> dict[str, torch.Tensor]:
-        """Every parameter of :attr:`network` with ``requires_grad``, detached, on CPU."""
-        return {
-            n: p.detach().cpu().clone()
-            for n, p in self.network.named_parameters()
-            if p.requires_grad
-        }
-
-    def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None:
-        params = {n: p for n, p in self.network.named_parameters() if p.requires_grad}
-        assign_named_tensors(params, state, f"method {self.name!r} on {self.backbone}")
 
 
 class SplitQKV(nn.Module):

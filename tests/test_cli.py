@@ -35,6 +35,17 @@ def test_console_script_runs():
     assert "backbones" in done.stdout
 
 
+def test_help_does_not_import_torch():
+    # Building every subcommand's parser must stay light: `spt --help` should answer at once,
+    # not after the ~2 s that importing torch and segment_anything takes.
+    probe = (
+        "import sys; from spt.cli import build_parser; build_parser(); print(sorted("
+        "m for m in ('torch', 'segment_anything', 'cv2') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert "torch" not in done.stdout and "segment_anything" not in done.stdout, done.stdout
+
+
 def test_backbones_lists_checkpoints(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SPT_SAM_CHECKPOINT_DIR", raising=False)
     params = tmp_path / "params.yaml"

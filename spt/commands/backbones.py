@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from spt.params import load_params, section
-from spt.sam import BACKBONES, choose_checkpoint
 
 NAME = "backbones"
 
@@ -36,6 +35,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spt.sam import BACKBONES, choose_checkpoint  # imports torch: only when run
+
     params = load_params(args.params)
     configured = section(params, "sam", "checkpoints", default={}) or {}
     folder = section(params, "sam", "checkpoint_dir")

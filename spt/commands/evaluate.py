@@ -18,8 +18,8 @@ NAME = "evaluate"
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from spt.cli import HelpFormatter
-    from spt.harness.evaluate import DEFAULT_OUT_ROOT
     from spt.harness.prompts import DEFAULT_PROMPT_MODES
+    from spt.harness.records import DEFAULT_OUT_ROOT
 
     parser = sub.add_parser(
         NAME,

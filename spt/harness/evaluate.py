@@ -44,6 +44,7 @@ from spt.harness.prompts import (
     validate_mode,
 )
 from spt.harness.records import (
+    DEFAULT_OUT_ROOT,
     RECORD_COLUMNS,
     STATUS_NO_PROMPT,
     STATUS_OK,
@@ -53,7 +54,6 @@ from spt.harness.records import (
 )
 
 DEFAULT_PREPARED_ROOT = Path("work/prepared")
-DEFAULT_OUT_ROOT = Path("work/eval")
 
 
 @dataclass(frozen=True)

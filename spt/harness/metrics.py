@@ -25,14 +25,13 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import pandas as pd
-import torch
 
 BOUNDARY_DILATION_RATIO = 0.02
 METRIC_NAMES = ("iou", "biou", "dice")
 
 
 def _as_numpy(array) -> np.ndarray:
-    if isinstance(array, torch.Tensor):
+    if hasattr(array, "detach"):  # a torch tensor; torch is not imported here (fast CLI help)
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
     # Accept the official (1,H,W) layout as well as (H,W).

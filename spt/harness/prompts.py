@@ -27,12 +27,15 @@ import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
 
 from spt.errors import SuiteError
+
+if TYPE_CHECKING:  # torch is imported where tensors are made, so the CLI's --help stays fast
+    import torch
 
 DEFAULT_PROMPT_MODES = (
     "box",
@@ -86,6 +89,7 @@ class Prompt:
 
     def as_tensors(self, device: torch.device | str = "cpu") -> dict[str, object]:
         """Keyword arguments for segment_anything's ``PromptEncoder.forward``."""
+        import torch
 
         def tensor(array):
             return None if array is None else torch.from_numpy(array).to(device)

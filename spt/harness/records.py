@@ -37,6 +37,8 @@ import pyarrow.parquet as pq
 from spt.errors import SuiteError
 from spt.harness.metrics import METRIC_NAMES, mean_by, mean_over_datasets
 
+DEFAULT_OUT_ROOT = Path("work/eval")  # where `spt evaluate` writes unless told otherwise
+
 RECORD_SCHEMA = pa.schema(
     [
         ("method", pa.string()),
