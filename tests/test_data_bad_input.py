@@ -209,6 +209,24 @@ def test_orphan_mask_and_stray_file_are_reported(raw, tmp_path):
     assert [Path(i.path).name for i in _issues(reports["mvtec"], "stray_file")] == ["notes.txt"]
 
 
+def test_masks_paired_by_stem_report_missing_and_unused_masks(raw, tmp_path):
+    # BTAD and VisA pair a defect image with the mask of the same stem in one mask folder.
+    visa_masks = raw / "visa/pcb1/Data/Masks/Anomaly"
+    visa_gone = sorted(visa_masks.iterdir())[0]
+    visa_gone.unlink()
+    btad_masks = raw / "btad/02/ground_truth/ko"
+    btad_spare = btad_masks / "spare.png"
+    btad_spare.write_bytes(sorted(btad_masks.iterdir())[0].read_bytes())
+    visa_spare = visa_masks / "spare.png"
+    visa_spare.write_bytes(sorted(visa_masks.iterdir())[0].read_bytes())
+    reports = _prepare(raw, tmp_path / "out")
+    (issue,) = _issues(reports["visa"], "missing_mask")
+    assert Path(issue.path).stem == visa_gone.stem and str(visa_gone) in issue.reason
+    assert [i.path for i in _issues(reports["visa"], "orphan_mask")] == [str(visa_spare)]
+    assert [i.path for i in _issues(reports["btad"], "orphan_mask")] == [str(btad_spare)]
+    assert not _issues(reports["btad"], "missing_mask")
+
+
 def test_image_listed_in_visa_split_csv_but_absent(raw, tmp_path):
     gone = raw / "visa/pcb1/Data/Images/Normal/0000.JPG"
     gone.unlink()

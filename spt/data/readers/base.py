@@ -109,6 +109,34 @@ def orphan_mask_issue(mask: Path) -> Issue:
     )
 
 
+class MasksByStem:
+    """The masks of one folder, paired with defect images by stem (BTAD, VisA).
+
+    :meth:`mask_for` answers an image's mask, or reports it missing; :meth:`report_unused` then
+    reports every mask that no image claimed.
+    """
+
+    def __init__(self, folder: Path, expected_suffixes: str) -> None:
+        self.folder = folder
+        self.expected_suffixes = expected_suffixes  # for the message, e.g. ".png or .bmp"
+        self.masks = stem_index(folder)
+        self.used: set[str] = set()
+
+    def mask_for(self, image: Path, result: ScanResult) -> Path | None:
+        mask = self.masks.get(image.stem)
+        if mask is None:
+            expected = f"{self.folder}/{image.stem}{self.expected_suffixes}"
+            result.issues.append(missing_mask_issue(image, expected))
+            return None
+        self.used.add(image.stem)
+        return mask
+
+    def report_unused(self, result: ScanResult) -> None:
+        for stem, mask in sorted(self.masks.items()):
+            if stem not in self.used:
+                result.issues.append(orphan_mask_issue(mask))
+
+
 def stray_folder_issue(path: Path, expected: str) -> Issue:
     return Issue(
         "ignored",

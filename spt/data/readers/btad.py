@@ -11,12 +11,10 @@ from typing import Any
 
 from spt.data.readers.base import (
     LayoutReader,
+    MasksByStem,
     ScanResult,
     image_files,
-    missing_mask_issue,
-    orphan_mask_issue,
     sorted_dirs,
-    stem_index,
     stray_folder_issue,
 )
 from spt.data.records import NORMAL, ImageRecord, make_image_id
@@ -39,28 +37,20 @@ class BTADReader(LayoutReader):
             if not ((category_dir / "train").is_dir() or (category_dir / "test").is_dir()):
                 result.issues.append(stray_folder_issue(category_dir, "train/ or test/"))
                 continue
-            mask_dir = category_dir / "ground_truth" / DEFECT
-            masks = stem_index(mask_dir)
-            used: set[str] = set()
+            masks = MasksByStem(category_dir / "ground_truth" / DEFECT, ".png or .bmp")
             for split, folder in FOLDERS:
                 defect_type = DEFECT if folder == DEFECT else NORMAL
                 for path in image_files(category_dir / split / folder):
                     mask = None
                     if defect_type == DEFECT:
-                        mask = masks.get(path.stem)
+                        mask = masks.mask_for(path, result)
                         if mask is None:
-                            result.issues.append(
-                                missing_mask_issue(path, f"{mask_dir}/{path.stem}.png or .bmp")
-                            )
                             continue
-                        used.add(path.stem)
                     image_id = make_image_id(dataset, root, path)
                     result.records.append(
                         ImageRecord(
                             dataset, category_dir.name, defect_type, image_id, path, mask, split
                         )
                     )
-            for stem, mask in sorted(masks.items()):
-                if stem not in used:
-                    result.issues.append(orphan_mask_issue(mask))
+            masks.report_unused(result)
         return result

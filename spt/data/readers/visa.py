@@ -14,12 +14,10 @@ from typing import Any
 from spt.data.issues import Issue
 from spt.data.readers.base import (
     LayoutReader,
+    MasksByStem,
     ScanResult,
     image_files,
-    missing_mask_issue,
-    orphan_mask_issue,
     sorted_dirs,
-    stem_index,
 )
 from spt.data.records import NORMAL, ImageRecord, make_image_id
 from spt.errors import SuiteError
@@ -49,9 +47,7 @@ class VisAReader(LayoutReader):
             images_dir = category_dir / "Data" / "Images"
             if not images_dir.is_dir():
                 continue
-            mask_dir = category_dir / "Data" / "Masks" / "Anomaly"
-            masks = stem_index(mask_dir)
-            used_masks: set[str] = set()
+            masks = MasksByStem(category_dir / "Data" / "Masks" / "Anomaly", ".png")
             for folder, defect_type in (("Normal", NORMAL), ("Anomaly", ANOMALY)):
                 for path in image_files(images_dir / folder):
                     relative = path.relative_to(root).as_posix()
@@ -70,22 +66,16 @@ class VisAReader(LayoutReader):
                     split = listed[relative] if listed is not None else None
                     mask = None
                     if defect_type != NORMAL:
-                        mask = masks.get(path.stem)
+                        mask = masks.mask_for(path, result)
                         if mask is None:
-                            result.issues.append(
-                                missing_mask_issue(path, f"{mask_dir}/{path.stem}.png")
-                            )
                             continue
-                        used_masks.add(path.stem)
                     image_id = make_image_id(dataset, root, path)
                     result.records.append(
                         ImageRecord(
                             dataset, category_dir.name, defect_type, image_id, path, mask, split
                         )
                     )
-            for stem, mask in sorted(masks.items()):
-                if stem not in used_masks:
-                    result.issues.append(orphan_mask_issue(mask))
+            masks.report_unused(result)
         for relative in sorted(set(listed or ()) - seen):
             result.issues.append(
                 Issue(
