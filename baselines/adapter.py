@@ -126,15 +126,14 @@ class AdapterSAM(FineTunedSAM):
 
     name = "adapter"
     stages = ("final",)
+    known_params = FineTunedSAM.known_params | {"ratio", "placement", "mlp_scale", "train_decoder"}
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        self.ratio = float(self.params.get("ratio", 0.25))
-        self.placement = str(self.params.get("placement", "both"))
-        self.mlp_scale = float(self.params.get("mlp_scale", 0.5))
-        self.train_decoder = bool(self.params.get("train_decoder", True))
-        if self.ratio <= 0:
-            raise SuiteError(f"methods.adapter ratio must be positive, got {self.ratio}")
+        self.ratio = self.param_float("ratio", 0.25, minimum=0, min_open=True)
+        self.placement = self.param_choice("placement", "both", PLACEMENTS)
+        self.mlp_scale = self.param_float("mlp_scale", 0.5)
+        self.train_decoder = self.param_bool("train_decoder", True)
         with seeded_init(self.init_seed, self.device):
             self.adapters = add_encoder_adapters(
                 self.sam.image_encoder, self.ratio, self.placement, self.mlp_scale

@@ -21,6 +21,9 @@ from spt.training.losses import (
     hq_sam_loss,
 )
 
+# HQ-SAM's point-sampled loss knobs, shared with SPT.
+LOSS_PARAMS = frozenset({"loss_points", "loss_oversample", "loss_importance"})
+
 
 @contextlib.contextmanager
 def seeded_init(seed: int, device: torch.device) -> Iterator[None]:
@@ -48,16 +51,19 @@ class FineTunedSAM(ZeroShotSAM):
     """
 
     name = ""
+    known_params = ZeroShotSAM.known_params | LOSS_PARAMS
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        self.init_seed = int(self.params.get("init_seed", 0))
-        self.loss_points = int(
-            self.params.get("loss_points", default_loss_points(self.spec.low_res_size))
+        self.init_seed = self.param_int("init_seed", 0, minimum=0)
+        self.loss_points = self.param_int(
+            "loss_points", default_loss_points(self.spec.low_res_size), minimum=1
         )
-        self.loss_oversample = float(self.params.get("loss_oversample", HQ_SAM_OVERSAMPLE_RATIO))
-        self.loss_importance = float(
-            self.params.get("loss_importance", HQ_SAM_IMPORTANCE_SAMPLE_RATIO)
+        self.loss_oversample = self.param_float(
+            "loss_oversample", HQ_SAM_OVERSAMPLE_RATIO, minimum=1
+        )
+        self.loss_importance = self.param_float(
+            "loss_importance", HQ_SAM_IMPORTANCE_SAMPLE_RATIO, minimum=0, maximum=1
         )
 
     @property

@@ -114,19 +114,17 @@ class LoRASAM(FineTunedSAM):
 
     name = "lora"
     stages = ("final",)
+    known_params = FineTunedSAM.known_params | {
+        "rank", "alpha", "dropout", "targets", "decoder", "peft_adapter",
+    }  # fmt: skip
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        self.rank = _positive_int(self.params.get("rank", 8), "rank")
-        self.alpha = float(self.params.get("alpha", 1.0))
-        self.dropout = float(self.params.get("dropout", 0.0))
-        self.targets = str(self.params.get("targets", "qkv"))
-        self.decoder = bool(self.params.get("decoder", False))
-        if self.alpha <= 0 or not 0.0 <= self.dropout < 1.0:
-            raise SuiteError(
-                f"methods.lora needs alpha > 0 and 0 <= dropout < 1, got alpha {self.alpha}, "
-                f"dropout {self.dropout}"
-            )
+        self.rank = self.param_int("rank", 8, minimum=1)
+        self.alpha = self.param_float("alpha", 1.0, minimum=0, min_open=True)
+        self.dropout = self.param_float("dropout", 0.0, minimum=0, maximum=1, max_open=True)
+        self.targets = self.param_choice("targets", "qkv", LORA_TARGETS)
+        self.decoder = self.param_bool("decoder", False)
         config = LoraConfig(
             r=self.rank,
             lora_alpha=self.alpha,
@@ -136,7 +134,7 @@ class LoRASAM(FineTunedSAM):
         )
         if self.targets == "qv":
             split_encoder_qkv(self.sam.image_encoder)
-        adapter = self.params.get("peft_adapter")
+        adapter = self.param_str("peft_adapter")
         with seeded_init(self.init_seed, self.device):
             if adapter:
                 self.peft_model = _load_peft(self.sam, Path(adapter), config)
@@ -154,12 +152,6 @@ class LoRASAM(FineTunedSAM):
         folder = Path(folder)
         self.peft_model.save_pretrained(str(folder))
         return folder
-
-
-def _positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise SuiteError(f"methods.lora {what} must be a positive integer, got {value!r}")
-    return value
 
 
 def _load_peft(sam: nn.Module, folder: Path, expected: LoraConfig) -> PeftModel:

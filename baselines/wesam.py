@@ -153,30 +153,33 @@ class WeSAM(Method):
 
     name = "wesam"
     stages = ("final",)
+    known_params = frozenset(
+        {"lora_rank", "lora_alpha", "multimask_output", "init_seed", "temperature"}
+        | {"contrastive_form", "focal_alpha", "focal_gamma", "max_instances"}
+        | {f"{t}_weight" for t in LOSS_TERMS}
+    )
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        p = self.params
-        rank = int(p.get("lora_rank", 4))
-        alpha = float(p.get("lora_alpha", rank))  # WeSAM adds B A x unscaled: alpha = rank
-        self.multimask_output = bool(p.get("multimask_output", False))
+        rank = self.param_int("lora_rank", 4, minimum=1)
+        # WeSAM adds B A x unscaled: alpha = rank
+        alpha = self.param_float("lora_alpha", rank, minimum=0, min_open=True)
+        self.multimask_output = self.param_bool("multimask_output", False)
         self.loss_weights = {
-            t: float(p.get(f"{t}_weight", DEFAULT_LOSS_WEIGHTS[t])) for t in LOSS_TERMS
+            t: self.param_float(f"{t}_weight", DEFAULT_LOSS_WEIGHTS[t], minimum=0)
+            for t in LOSS_TERMS
         }
-        self.temperature = float(p.get("temperature", WESAM_TEMPERATURE))
-        self.contrastive_form = str(p.get("contrastive_form", "infonce"))
-        if self.contrastive_form not in ("infonce", "wesam"):
-            raise SuiteError(
-                "methods.wesam.contrastive_form must be infonce or wesam, "
-                f"got {self.contrastive_form!r}"
-            )
-        self.focal_alpha = float(p.get("focal_alpha", 0.25))
-        self.focal_gamma = float(p.get("focal_gamma", 2.0))
-        self.max_instances = int(p.get("max_instances", 40))
-        if rank <= 0 or self.max_instances <= 0:
-            raise SuiteError("methods.wesam.lora_rank and max_instances must be positive")
+        self.temperature = self.param_float(
+            "temperature", WESAM_TEMPERATURE, minimum=0, min_open=True
+        )
+        self.contrastive_form = self.param_choice(
+            "contrastive_form", "infonce", ("infonce", "wesam")
+        )
+        self.focal_alpha = self.param_float("focal_alpha", 0.25, maximum=1)  # < 0: unweighted
+        self.focal_gamma = self.param_float("focal_gamma", 2.0, minimum=0)
+        self.max_instances = self.param_int("max_instances", 40, minimum=1)
 
-        seed = int(p.get("init_seed", 0))
+        seed = self.param_int("init_seed", 0, minimum=0)
         # Built on CPU: LoRA's A is drawn from the (forked, seeded) CPU RNG, so the method is a
         # function of its params on any device.
         self.sam: Sam = load_sam(backbone, self.checkpoint, "cpu", seed=seed)

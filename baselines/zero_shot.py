@@ -23,11 +23,12 @@ class ZeroShotSAM(Method):
 
     name = "zero_shot"
     stages = ("final",)
+    known_params = frozenset({"multimask_output", "init_seed"})
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        self.multimask_output = bool(self.params.get("multimask_output", False))
-        seed = int(self.params.get("init_seed", 0))
+        self.multimask_output = self.param_bool("multimask_output", False)
+        seed = self.param_int("init_seed", 0, minimum=0)
         self.sam = load_sam(backbone, self.checkpoint, self.device, seed=seed)
         self.sam.requires_grad_(False)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 
@@ -40,6 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for a file-system error the commands did not foresee: the path(s), the reason
+    and a generic fix."""
+    paths = [str(p) for p in (exc.filename, exc.filename2) if p is not None]
+    where = f"{' -> '.join(paths)}: " if paths else ""
+    reason = " ".join((exc.strerror or str(exc) or type(exc).__name__).split())
+    fix = "check the path and its permissions (an output folder must be a folder you can write to)"
+    return f"{where}{reason}; {fix}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -50,6 +61,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except SuiteError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader of stdout went away (`spt ... | head`): not an error
+        try:  # and no second BrokenPipeError when Python flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # stdout is not a file (captured)
+            pass
+        return 1
+    except OSError as exc:  # an output folder that is a file, read-only, full, ...
+        print(f"error: {os_error_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted; finished work is kept and a rerun resumes it", file=sys.stderr)

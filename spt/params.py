@@ -15,14 +15,18 @@ DEFAULT_PARAMS = Path("params.yaml")
 def load_params(path: str | Path = DEFAULT_PARAMS, required: bool = False) -> dict[str, Any]:
     """Parse params.yaml into a dict; an absent optional file gives ``{}``."""
     path = Path(path)
+    if path.is_dir():
+        raise SuiteError(f"{path}: is a folder, not a params file; fix --params")
     if not path.is_file():
         if required:
-            raise SuiteError(
-                f"{path}: params file not found; run from the suite's root or pass --params"
-            )
+            raise SuiteError(f"{path}: params file not found; fix --params")
         return {}
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as exc:
+        raise SuiteError(
+            f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
+        ) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
@@ -36,6 +40,28 @@ def load_params(path: str | Path = DEFAULT_PARAMS, required: bool = False) -> di
     return data
 
 
+def add_params_option(parser: Any, help: str = "params file") -> None:
+    """--params: a file the user names must exist; without it ./params.yaml is read when
+    present (commands also run outside the suite's root, on defaults). Read it with
+    :func:`command_params`."""
+    import argparse
+
+    parser.add_argument(
+        "--params",
+        default=argparse.SUPPRESS,
+        help=f"{help} (default: {DEFAULT_PARAMS} when present, else built-in defaults)",
+    )
+
+
+def command_params(args: Any) -> dict[str, Any]:
+    """Load the params of a command built with :func:`add_params_option`; sets ``args.params``
+    to the file's name, which messages cite."""
+    explicit = getattr(args, "params", None) is not None
+    if not explicit:
+        args.params = str(DEFAULT_PARAMS)
+    return load_params(args.params, required=explicit)
+
+
 def section(params: dict[str, Any], *keys: str, default: Any = None) -> Any:
     """``params[k1][k2]...`` or ``default`` when any level is missing."""
     node: Any = params
@@ -44,6 +70,81 @@ def section(params: dict[str, Any], *keys: str, default: Any = None) -> Any:
             return default
         node = node[key]
     return node
+
+
+def _lookup(params: dict[str, Any], where: Any, key: str) -> Any:
+    """The value at dotted ``key`` or None when absent; a level that is not a mapping (a list
+    where ``train:`` should hold keys) is a SuiteError naming it."""
+    node: Any = params
+    parts = key.split(".")
+    for depth, part in enumerate(parts):
+        if node is None:
+            return None
+        if not isinstance(node, dict):
+            _not_a_mapping(where, ".".join(parts[:depth]), node)
+        node = node.get(part)
+    return node
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _not_a_mapping(where: Any, key: str, value: Any) -> None:
+    raise SuiteError(
+        f"{where}: {key} expected a mapping (key: value lines), got {_shown(value)}; fix the file"
+    )
+
+
+def check_mapping(value: Any, where: Any, key: str) -> dict[str, Any]:
+    """``value`` of setting ``key`` as a mapping (``{}`` when null); else a SuiteError naming
+    the key. ``where`` is the params file, for the message."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        _not_a_mapping(where, key, value)
+    return value
+
+
+def check_names(value: Any, where: Any, key: str) -> list[str] | None:
+    """``value`` of setting ``key`` as a list of names (datasets, prompt modes, folders): a lone
+    string is a one-item list, not its characters; None stays None."""
+    if value is None or isinstance(value, str):
+        return None if value is None else [value]
+    if isinstance(value, list) and all(
+        isinstance(v, str | int | float) and not isinstance(v, bool) for v in value
+    ):
+        return [str(v) for v in value]
+    raise SuiteError(
+        f"{where}: {key} expected a list of names such as [a, b], got {_shown(value)}; fix the file"
+    )
+
+
+def mapping_setting(params: dict[str, Any], where: Any, key: str) -> dict[str, Any]:
+    """The mapping at dotted ``key``; ``{}`` when absent or empty."""
+    return check_mapping(_lookup(params, where, key), where, key)
+
+
+def names_setting(
+    params: dict[str, Any], where: Any, key: str, default: list[str] | None = None
+) -> list[str] | None:
+    """The list of names at dotted ``key`` (see :func:`check_names`); ``default`` when absent."""
+    names = check_names(_lookup(params, where, key), where, key)
+    return default if names is None else names
+
+
+def bool_setting(params: dict[str, Any], where: Any, key: str, default: bool) -> bool:
+    """A YAML boolean (true/false) at dotted ``key``; absent or null gives ``default``. Strings
+    are refused: bool("no") would be True."""
+    value = _lookup(params, where, key)
+    if value is None:
+        return default
+    if not isinstance(value, bool):
+        raise SuiteError(
+            f"{where}: {key} expected true or false, got {_shown(value)}; fix the file"
+        )
+    return value
 
 
 DEFAULT_PREPARED_ROOTS = ("work/prepared",)
@@ -62,7 +163,8 @@ def add_pipeline_options(parser: Any) -> None:
     parser.add_argument(
         "--checkpoint",
         default=argparse.SUPPRESS,
-        help="SAM checkpoint (default: pipeline.sam_checkpoint, else random init; tiny only)",
+        help="SAM checkpoint (default: pipeline.sam_checkpoint, else the file `spt backbones` "
+        "lists for the backbone; tiny without one is randomly initialised)",
     )
     parser.add_argument(
         "--prepared-root",
@@ -74,13 +176,64 @@ def add_pipeline_options(parser: Any) -> None:
 
 
 def pipeline_options(args: Any, params: dict[str, Any]) -> tuple[str, str | None, list[str]]:
-    """(backbone, SAM checkpoint or None, prepared roots) from the command line or params."""
+    """(backbone, SAM checkpoint or None, prepared roots) from the command line or params; the
+    checkpoint as :func:`resolve_checkpoint` finds it."""
+    where = getattr(args, "params", DEFAULT_PARAMS)
     backbone = str(pipeline_setting(args, params, "backbone", "backbone", "tiny"))
     checkpoint = pipeline_setting(args, params, "checkpoint", "sam_checkpoint", None)
-    roots = pipeline_setting(
-        args, params, "prepared_root", "prepared_roots", DEFAULT_PREPARED_ROOTS
-    )
-    return backbone, None if checkpoint is None else str(checkpoint), [str(r) for r in roots]
+    if hasattr(args, "prepared_root"):
+        roots = [str(r) for r in args.prepared_root]
+    else:
+        roots = names_setting(params, where, "pipeline.prepared_roots", [*DEFAULT_PREPARED_ROOTS])
+        if not roots:
+            raise SuiteError(
+                f"{where}: pipeline.prepared_roots is empty; list the folders holding "
+                "<dataset>/manifest.csv or pass --prepared-root"
+            )
+    checkpoint = None if checkpoint is None else str(checkpoint)
+    return backbone, resolve_checkpoint(backbone, checkpoint, params, where), roots
+
+
+def sam_settings(params: dict[str, Any], where: Any) -> tuple[dict[str, str], str | None]:
+    """(``sam.checkpoints``, ``sam.checkpoint_dir``) checked: a mapping of paths and a path."""
+    configured = mapping_setting(params, where, "sam.checkpoints")
+    for name, path in configured.items():
+        if path is not None and not isinstance(path, str):
+            raise SuiteError(
+                f"{where}: sam.checkpoints.{name} expected a file path, got {_shown(path)}; "
+                "fix the file"
+            )
+    folder = _lookup(params, where, "sam.checkpoint_dir")
+    if folder is not None and not isinstance(folder, str):
+        raise SuiteError(
+            f"{where}: sam.checkpoint_dir expected a folder path, got {_shown(folder)}; fix the file"
+        )
+    return configured, folder
+
+
+def resolve_checkpoint(
+    backbone: str, checkpoint: str | None, params: dict[str, Any], where: Any
+) -> str | None:
+    """The SAM checkpoint to load: the one given (--checkpoint, pipeline.sam_checkpoint), else
+    the one `spt backbones` lists (sam.checkpoints, then the published file name in the
+    checkpoint folder). None only for a backbone without published weights (tiny: random init);
+    a published backbone whose file is missing is an error, never a silent random init."""
+    if checkpoint is not None:
+        return checkpoint
+    from spt.sam import choose_checkpoint, get_spec  # imports torch: only when run
+
+    choice = choose_checkpoint(backbone, *sam_settings(params, where))
+    if choice.path is None:
+        return None
+    if not choice.path.is_file():
+        url = get_spec(backbone).download_url
+        fetch = f"download {url} there" if url else "put the file there"
+        raise SuiteError(
+            f"{choice.path}: {backbone} checkpoint not found (from {choice.source}); {fetch}, "
+            f"or pass --checkpoint, set pipeline.sam_checkpoint or sam.checkpoints.{backbone} in "
+            f"{where}, or point sam.checkpoint_dir / $SPT_SAM_CHECKPOINT_DIR at its folder"
+        )
+    return str(choice.path)
 
 
 def pipeline_setting(args: Any, params: dict[str, Any], name: str, key: str, default: Any) -> Any:
@@ -89,16 +242,27 @@ def pipeline_setting(args: Any, params: dict[str, Any], name: str, key: str, def
     every knob lives in params.yaml."""
     if hasattr(args, name):
         return getattr(args, name)
-    return section(params, "pipeline", key, default=default)
+    value = _lookup(params, getattr(args, "params", DEFAULT_PARAMS), f"pipeline.{key}")
+    return default if value is None else value
 
 
-def pipeline_datasets(params: dict[str, Any], roots: list[str]) -> list[str]:
+def pipeline_datasets(
+    params: dict[str, Any], roots: list[str], where: Any = DEFAULT_PARAMS
+) -> list[str]:
     """``pipeline.datasets`` plus each of ``pipeline.optional_datasets`` whose manifest exists
     under one of ``roots`` (real data that a clone may or may not have)."""
-    datasets = [str(d) for d in section(params, "pipeline", "datasets", default=[]) or []]
-    for name in section(params, "pipeline", "optional_datasets", default=[]) or []:
-        if any((Path(root) / str(name) / "manifest.csv").is_file() for root in roots):
-            datasets.append(str(name))
+    datasets = names_setting(params, where, "pipeline.datasets", [])
+    for name in names_setting(params, where, "pipeline.optional_datasets", []):
+        if any((Path(root) / name / "manifest.csv").is_file() for root in roots):
+            datasets.append(name)
         else:
             print(f"note: optional dataset {name} is not prepared; left out")
     return datasets
+
+
+def distinct_names(names: list[str], where: str) -> list[str]:
+    """``names`` unless one is repeated (a dataset given twice would count twice)."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SuiteError(f"dataset(s) {', '.join(repeated)} given more than once in {where}")
+    return names

@@ -37,9 +37,10 @@ def synthetic_prepared(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("synthetic")
     raw, prepared = root / "raw", root / "prepared"
+    (root / "params.yaml").touch()  # empty: the built-in defaults (a named --params must exist)
     assert main(["synth", "--out", str(raw), "--layouts", "mtd", "--defects-per-type", "4"]) == 0
     code = main(
-        ["prepare", "--params", str(root / "none.yaml"), "--synthetic", str(raw),
+        ["prepare", "--params", str(root / "params.yaml"), "--synthetic", str(raw),
          "--out", str(prepared), "--datasets", "mtd_twin"]
     )  # fmt: skip
     assert code == 0

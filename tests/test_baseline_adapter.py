@@ -153,9 +153,9 @@ def test_trained_state_round_trip():
 
 
 def test_bad_params_are_suite_errors():
-    with pytest.raises(SuiteError, match="placement 'neck'"):
+    with pytest.raises(SuiteError, match=r"methods\.adapter\.placement must be one of .*'neck'"):
         build_method("adapter", "tiny", params={"placement": "neck"})
-    with pytest.raises(SuiteError, match="ratio must be positive"):
+    with pytest.raises(SuiteError, match=r"methods\.adapter\.ratio must be a number > 0"):
         build_method("adapter", "tiny", params={"ratio": 0})
     with pytest.raises(SuiteError, match="no adapter width"):
         build_method("adapter", "tiny", params={"ratio": 0.001})

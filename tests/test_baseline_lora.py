@@ -290,11 +290,13 @@ def test_peft_adapter_mismatch_and_bad_params_are_suite_errors(tmp_path):
         )
     with pytest.raises(SuiteError, match="no adapter_config.json"):
         build_method("lora", "tiny", params={"peft_adapter": str(tmp_path / "missing")})
-    with pytest.raises(SuiteError, match="targets 'qk'"):
+    with pytest.raises(
+        SuiteError, match=r"methods\.lora\.targets must be one of qkv, qv, got 'qk'"
+    ):
         build_method("lora", "tiny", params={"targets": "qk"})
-    with pytest.raises(SuiteError, match="rank must be a positive integer"):
+    with pytest.raises(SuiteError, match=r"methods\.lora\.rank must be an integer >= 1"):
         build_method("lora", "tiny", params={"rank": 0})
-    with pytest.raises(SuiteError, match="alpha > 0"):
+    with pytest.raises(SuiteError, match=r"methods\.lora\.alpha must be a number > 0"):
         build_method("lora", "tiny", params={"alpha": -1})
 
 

@@ -209,7 +209,7 @@ def test_instance_prompts_fall_back_to_box_and_keep_the_largest():
 def test_bad_params_are_one_line_errors():
     with pytest.raises(SuiteError, match="contrastive_form"):
         build_method("wesam", "tiny", params={"contrastive_form": "triplet"})
-    with pytest.raises(SuiteError, match="positive"):
+    with pytest.raises(SuiteError, match=r"methods\.wesam\.max_instances must be an integer >= 1"):
         build_method("wesam", "tiny", params={"max_instances": 0})
 
 

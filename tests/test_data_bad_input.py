@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from spt.data.config import parse_data_config
-from spt.data.manifest import read_manifest
+from spt.data.manifest import read_manifest, resolve_manifest_path
 from spt.data.prepare import prepare_all
 from spt.data.synthetic import TwinSize, write_twin
 
@@ -142,7 +142,9 @@ def test_converted_masks_are_repaired_and_reported(raw, tmp_path, mode):
     (issue,) = _issues(reports["mvtec"], "mask_converted")
     assert issue.action == "repaired" and issue.path == str(raw / MVTEC_MASK)
     manifest = read_manifest(out / "mvtec" / "manifest.csv").set_index("image_id")
-    written = np.asarray(Image.open(manifest.loc[MVTEC_ID, "mask_path"]))
+    written = np.asarray(
+        Image.open(resolve_manifest_path(manifest.loc[MVTEC_ID, "mask_path"], out / "mvtec"))
+    )
     assert written.dtype == np.uint8 and written.ndim == 2
     assert np.array_equal(written, np.where(binary > 128, 255, 0))
     assert manifest.loc[MVTEC_ID, "mask_pixels"] == int((binary > 128).sum())
@@ -244,3 +246,44 @@ def test_root_with_the_right_shape_but_no_images_fails_alone(raw, tmp_path):
     reports = _prepare(raw, tmp_path / "out", mvtec=hollow)
     assert reports["mvtec"].status == "failed" and "no usable images" in reports["mvtec"].error
     assert reports["visa"].status == "prepared"
+
+
+def test_broken_links_and_folders_named_like_images_are_reported(raw, tmp_path):
+    good = raw / "mvtec/bottle/test/good"
+    (good / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    (good / "loop.png").symlink_to(good / "loop.png")
+    (good / "folder.png").mkdir()
+    mask_link = raw / "btad/02/ground_truth/ko/extra.png"
+    mask_link.symlink_to(tmp_path / "nowhere.png")
+    mtd_link = raw / "mtd/MT_Free/Imgs/gone.jpg"
+    mtd_link.symlink_to(tmp_path / "nowhere.jpg")
+    reports = _prepare(raw, tmp_path / "out")
+    entries = _issues(reports["mvtec"], "unreadable_entry")
+    assert {i.path: i.reason for i in entries} == {
+        str(good / "broken.png"): "broken or looping link",
+        str(good / "loop.png"): "broken or looping link",
+        str(good / "folder.png"): "a folder named like an image file",
+    }
+    assert all(i.action == "skipped" and i.fix for i in entries)
+    assert [i.path for i in _issues(reports["btad"], "unreadable_entry")] == [str(mask_link)]
+    assert [i.path for i in _issues(reports["mtd"], "unreadable_entry")] == [str(mtd_link)]
+    saved = (tmp_path / "out/mvtec/report.json").read_text()
+    assert saved.count('"unreadable_entry"') == 3
+    assert reports["mvtec"].status == "prepared"
+
+
+def test_folder_layout_mask_that_is_a_broken_link_is_not_called_normal(tmp_path):
+    root = tmp_path / "line"
+    write_twin("folder", root, seed=5, size=SIZE)
+    mask = sorted((root / "masks").iterdir())[0]
+    mask.unlink()
+    mask.symlink_to(tmp_path / "nowhere.png")
+    (root / "masks" / "stray.png").mkdir()
+    spec = {"layout": "folder", "root": str(root), "mask_suffix": "_mask"}
+    config = parse_data_config({"datasets": {"line": spec}})
+    (report,) = prepare_all(config, out_root=tmp_path / "out", workers=1)
+    (issue,) = _issues(report, "unreadable_mask")
+    assert issue.path == str(mask) and "not a readable file" in issue.reason
+    image_id = "line/images/" + mask.stem.removesuffix("_mask")
+    assert image_id not in _manifest_ids(tmp_path / "out", "line")
+    assert [i.path for i in _issues(report, "unreadable_entry")] == [str(root / "masks/stray.png")]

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from spt.data.config import parse_data_config
-from spt.data.manifest import read_manifest
+from spt.data.manifest import read_manifest, resolve_manifest_path
 from spt.data.prepare import prepare_all
 from spt.data.split import train_count
 
@@ -75,7 +75,7 @@ def test_masks_are_normalised_at_128(prepared):
     manifest = read_manifest(out / "mtd" / "manifest.csv")
     for row in manifest[manifest.label == "defect"].head(25).itertuples():
         raw = np.asarray(Image.open(Path(row.image_path).with_suffix(".png")))
-        written = np.asarray(Image.open(row.mask_path))
+        written = np.asarray(Image.open(resolve_manifest_path(row.mask_path, out / "mtd")))
         assert written.dtype == np.uint8 and set(np.unique(written)) <= {0, 255}
         assert np.array_equal(written == 255, raw > 128)
         assert written.shape == (row.height, row.width)

@@ -119,7 +119,9 @@ def test_synthetic_pipeline_runs_anywhere(tmp_path, capsys):
 
 def test_synth_command_writes_every_layout(tmp_path, capsys):
     out = tmp_path / "twins"
-    argv = ["synth", "--out", str(out), "--seed", "4", "--params", str(tmp_path / "none.yaml")]
+    empty = tmp_path / "params.yaml"
+    empty.touch()  # the built-in defaults (a named --params file must exist)
+    argv = ["synth", "--out", str(out), "--seed", "4", "--params", str(empty)]
     assert main(argv + ["--defects-per-type", "2"]) == 0
     printed = capsys.readouterr().out
     for layout in TWIN_LAYOUTS:
@@ -132,5 +134,5 @@ def test_output_inside_raw_data_is_refused(tmp_path, capsys):
     params = _params(tmp_path, {"mtd": {"layout": "mtd", "root": str(tmp_path / "raw/mtd")}})
     argv = ["prepare", "--params", str(params), "--out", str(tmp_path / "raw/mtd/prepared")]
     assert main(argv) == 2
-    assert "inside the raw-data root of mtd" in capsys.readouterr().err
+    assert "overlaps the raw-data root of dataset mtd" in capsys.readouterr().err
     assert not (tmp_path / "raw/mtd/prepared").exists()

@@ -191,3 +191,19 @@ def test_every_defect_is_drawn_where_its_mask_is(kind):
     painted = apply_defect(surface, mask, kind, rng)
     assert np.array_equal(painted[~mask], surface[~mask])  # nothing outside the mask changes
     assert not np.allclose(painted[mask], surface[mask])
+
+
+def test_seed_must_be_an_integer_as_prepare_requires(tmp_path):
+    with pytest.raises(SuiteError, match=r"data\.seed .*must be an integer, got 'abc'"):
+        write_twin("mtd", tmp_path / "mtd", seed="abc", size=SIZE)
+    assert not (tmp_path / "mtd").exists()
+
+
+def test_too_small_sizes_name_the_flag_and_the_params_key():
+    with pytest.raises(SuiteError) as info:
+        TwinSize(normal_train=1, normal_test=1, defects_per_type=1)
+    message = str(info.value)
+    assert "--defects-per-type" in message and "data.synthetic.defects_per_type" in message
+    assert "defects_per_type is 1" in message and "\n" not in message
+    with pytest.raises(SuiteError, match="--normal-test"):
+        TwinSize(normal_train=1, normal_test=0, defects_per_type=2)

@@ -15,6 +15,7 @@ from sklearn.metrics import jaccard_score
 import baselines.zero_shot as zero_shot
 from spt.cli import main
 from spt.data.manifest import read_manifest
+from spt.errors import SuiteError
 from spt.harness import method as method_module
 from spt.harness.evaluate import (
     EvaluationConfig,
@@ -238,6 +239,13 @@ def test_longest_side_protocol_round_trips_geometry():
     assert logits_to_original(logits, frame).shape == (2, 1, 96, 160)
 
 
+def empty_params(folder: Path) -> Path:
+    """An empty params file: the built-in defaults (a named --params file must exist)."""
+    path = folder / "params.yaml"
+    path.touch()
+    return path
+
+
 def run_cli(args: list[str], capsys) -> tuple[int, str]:
     status = main(["evaluate", "--no-progress", *args])
     captured = capsys.readouterr()
@@ -251,7 +259,7 @@ def test_cli_runs_and_reports_bad_input_in_one_line(prepared, tmp_path, capsys):
         "--out",
         str(tmp_path / "o"),
         "--params",
-        "none.yaml",
+        str(empty_params(tmp_path)),
     ]
     status, text = run_cli([*common, "--datasets", "synB", "--limit", "1"], capsys)
     assert status == 0 and "records:" in text
@@ -279,7 +287,7 @@ def test_corrupt_image_is_a_one_line_error(prepared, tmp_path, capsys):
         "--out",
         str(tmp_path / "o"),
         "--params",
-        "none.yaml",
+        str(empty_params(tmp_path)),
     ]
     status, text = run_cli([*common, "--datasets", "synB"], capsys)
     assert status == 2 and "unreadable image" in text and "Traceback" not in text
@@ -321,3 +329,67 @@ def test_examples_keep_the_same_images_for_every_method(tmp_path):
         iou = (gt & pred).sum() / union if union else float("nan")
         row = frame[(frame.image_id == image_id) & (frame.prompt_mode == "box")]
         assert row["iou"].item() == pytest.approx(iou, abs=1e-6)
+
+
+DAMAGES = ("garbage", "empty", "wrong-columns", "wrong-types", "directory", "examples")
+
+
+def _damage(part: Path, damage: str) -> Path:
+    """Spoil one cached chunk in one way; return the file that was spoiled."""
+    target = part.with_name(part.stem + ".examples.npz") if damage == "examples" else part
+    original = pq.read_table(part)
+    if damage in ("garbage", "examples"):
+        target.write_bytes(b"PK\x03\x04 not what it claims to be")
+    elif damage == "empty":
+        target.write_bytes(b"")
+    elif damage == "wrong-columns":
+        pq.write_table(original.drop(["iou"]), target)
+    elif damage == "wrong-types":
+        pq.write_table(original.set_column(2, "seed", original["seed"].cast("string")), target)
+    else:
+        target.unlink()
+        target.mkdir()
+    return target
+
+
+def test_damaged_cached_chunks_are_moved_aside_and_recomputed(prepared, tmp_path, capsys):
+    # One image per chunk: six chunks, each damaged in another way, all repaired in one rerun.
+    config = config_for(prepared, tmp_path / "eval", prompt_modes=("box",), chunk_size=1)
+    first = read_records(evaluate(config, progress=False))
+    parts = sorted((config.out_dir / "parts").glob("*.parquet"))
+    assert len(parts) == len(DAMAGES)
+    originals = {part: pq.read_table(part) for part in parts}
+    damaged = [_damage(part, damage) for part, damage in zip(parts, DAMAGES, strict=True)]
+    capsys.readouterr()
+    again = read_records(evaluate(config, progress=False))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    assert len(warnings) == len(DAMAGES) and all("recomputing" in w for w in warnings)
+    for target in damaged:
+        assert sum(w.startswith(f"warning: {target}: ") for w in warnings) == 1
+        assert target.with_name(target.name + ".corrupt").exists()  # set aside, not deleted
+    metrics = ["image_id", "prompt_mode", "stage", "iou", "biou", "dice", "status"]
+    pd.testing.assert_frame_equal(first[metrics], again[metrics])
+    for part, original in originals.items():
+        pd.testing.assert_frame_equal(
+            pq.read_table(part).select(metrics).to_pandas(), original.select(metrics).to_pandas()
+        )
+
+
+def test_records_path_taken_by_a_directory_is_a_one_line_error(prepared, tmp_path):
+    config = config_for(prepared, tmp_path / "eval", datasets=("synB",), prompt_modes=("box",))
+    (config.out_dir / "records.parquet").mkdir(parents=True)
+    with pytest.raises(SuiteError, match=r"records\.parquet: is a directory"):
+        evaluate(config, progress=False)
+
+
+def test_size_mismatch_names_the_image_and_the_mask(prepared, tmp_path):
+    manifest = read_manifest(prepared / "synB" / "manifest.csv")
+    row = select_images(manifest).iloc[0]
+    mask_path = Path(row["mask_path"])
+    Image.fromarray(np.zeros((10, 12), np.uint8)).save(mask_path)
+    config = config_for(prepared, tmp_path / "eval", datasets=("synB",), prompt_modes=("box",))
+    with pytest.raises(SuiteError) as info:
+        evaluate(config, progress=False)
+    message = str(info.value)
+    assert str(row["image_path"]) in message and str(mask_path) in message
+    assert "12x10" in message and "rerun `spt prepare`" in message

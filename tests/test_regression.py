@@ -11,9 +11,11 @@ import pytest
 from spt.cli import main
 from spt.errors import SuiteError
 from spt.harness.records import RECORD_COLUMNS as HARNESS_COLUMNS
+from spt.harness.records import read_records
 from spt.reports.regression import (
     DEFAULT_TOLERANCE,
     check_regression,
+    kept_tolerance,
     load_reference,
     summarise_for_reference,
     write_reference,
@@ -268,3 +270,56 @@ def test_cli_accepts_files_and_reports_bad_input_in_one_line(records_folder, tmp
     (tmp_path / "empty").mkdir()
     assert main(["regress", "--records", str(tmp_path / "empty")]) == 2
     assert "no records.parquet below this folder" in capsys.readouterr().err
+
+
+def test_update_keeps_a_hand_set_tolerance_and_refuses_a_malformed_one(
+    records_folder, tmp_path, capsys
+):
+    reference = tmp_path / "ref.json"
+    argv = ["regress", "--records", str(records_folder), "--reference", str(reference)]
+    assert main([*argv, "--update"]) == 0
+    document = json.loads(reference.read_text())
+    document["tolerance"] = {"iou": 0.02, "biou": 0.03}
+    reference.write_text(json.dumps(document))
+    assert main([*argv, "--update"]) == 0
+    assert json.loads(reference.read_text())["tolerance"] == {"iou": 0.02, "biou": 0.03}
+
+    document["tolerance"] = {"iou": "loose", "biou": 0.03}
+    reference.write_text(json.dumps(document))
+    before = reference.read_text()
+    capsys.readouterr()
+    assert main([*argv, "--update"]) == 2  # not silently reset to the default
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {reference}: tolerance for "iou"') and err.count("\n") == 1
+    assert "--update" not in err and 'edit "tolerance"' in err
+    assert reference.read_text() == before
+
+
+def test_kept_tolerance_and_write_reference_keep_what_was_set(tmp_path):
+    path = tmp_path / "ref.json"
+    assert kept_tolerance(path) == DEFAULT_TOLERANCE
+    write_reference(path, {"metrics": []}, {"iou": 0.5, "biou": 0.25})
+    write_reference(path, {"metrics": []})  # no tolerance given: the file's is kept
+    assert kept_tolerance(path) == {"iou": 0.5, "biou": 0.25}
+    path.write_text("not json")  # nothing to keep: the update rewrites the whole file
+    assert kept_tolerance(path) == DEFAULT_TOLERANCE
+    path.write_text(json.dumps({"tolerance": [0.1], "metrics": []}))
+    with pytest.raises(SuiteError, match=r'ref.json: "tolerance" must be an object'):
+        write_reference(path, {"metrics": []}, DEFAULT_TOLERANCE)
+
+
+def test_wrong_records_file_is_not_called_damaged(tmp_path, capsys):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("image_id,dataset\na,b\n")
+    with pytest.raises(SuiteError) as info:
+        read_records(manifest)
+    message = str(info.value)
+    assert "not an `spt evaluate` records file" in message and "records.parquet" in message
+    assert "delete" not in message
+    table = tmp_path / "other.parquet"
+    pd.DataFrame({"image_id": ["a"]}).to_parquet(table)
+    with pytest.raises(SuiteError, match="not an `spt evaluate` records file .*no column"):
+        read_records(table)
+    assert main(["regress", "--records", str(manifest), "--reference", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "not an `spt evaluate` records file" in err and "delete" not in err

@@ -135,7 +135,8 @@ def make_inputs(
     write_prepared(root / "prepared")
     argv = ["report", "--eval-root", str(root / "eval"), "--train-root", str(root / "train")]
     argv += ["--prepared-root", str(root / "missing"), str(root / "prepared")]
-    argv += ["--n-boot", "200", "--figure-n-boot", "50", "--params", str(root / "none.yaml")]
+    (root / "params.yaml").touch()  # empty: the built-in defaults
+    argv += ["--n-boot", "200", "--figure-n-boot", "50", "--params", str(root / "params.yaml")]
     return records, argv
 
 
@@ -264,7 +265,8 @@ def test_per_seed_run_folders_give_the_same_report(report, tmp_path):
 def test_empty_eval_root_is_one_line_error(tmp_path, capsys):
     (tmp_path / "eval").mkdir()
     argv = ["report", "--eval-root", str(tmp_path / "eval"), "--out", str(tmp_path / "out")]
-    assert main([*argv, "--params", str(tmp_path / "none.yaml")]) == 2
+    (tmp_path / "params.yaml").touch()
+    assert main([*argv, "--params", str(tmp_path / "params.yaml")]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and "spt evaluate" in lines[0] and str(tmp_path / "eval") in lines[0]
@@ -276,3 +278,20 @@ def test_unknown_reference_method_is_one_line_error(report, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path / "out"), "--reference-method", "nope"]) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--reference-method" in lines[0]
+
+
+def test_label_order_lists_each_label_once_whatever_the_reference():
+    from spt.reports.pipeline_report import label_order
+
+    frame = pd.DataFrame(fake_records((0,)))
+    assert label_order(frame, "spt") == ["zero_shot", "lora", "spt (draft)", "spt (final)"]
+    assert label_order(frame, "zero_shot") == ["lora", "spt (draft)", "spt (final)", "zero_shot"]
+
+
+def test_zero_shot_as_reference_method_writes_the_report(report, tmp_path):
+    _, _, argv, _ = report
+    out = tmp_path / "out"
+    assert main([*argv, "--out", str(out), "--reference-method", "zero_shot"]) == 0
+    table = pd.read_csv(out / "tables" / f"metrics_{BACKBONE}_box.csv", header=[0, 1], index_col=0)
+    assert list(table.index) == ["lora", "spt (draft)", "spt (final)", "zero_shot"]
+    assert (out / "figures" / f"bars_{BACKBONE}_box.png").is_file()

@@ -131,6 +131,57 @@ def test_random_bytes(tmp_path):
     assert "checkpoint" in message and "SAM" in message
 
 
+@pytest.mark.parametrize(
+    "payload",
+    [b"\x80\x02.", b"\x80\x02q\x00."],  # IndexError, not an UnpicklingError, inside torch
+    ids=["empty-stack", "bad-memo"],
+)
+def test_any_unpickling_failure_is_one_line(tmp_path, payload):
+    path = tmp_path / "broken.pth"
+    path.write_bytes(payload)
+    message = _one_line_error(path)
+    assert "unreadable PyTorch checkpoint" in message and "refused" not in message
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "looks_like"),
+    [
+        ("params.yaml", b"data:\n  seed: 0\n", "a text file"),
+        ("image.png", b"\x89PNG\r\n\x1a\n" + bytes(64), "a PNG image"),
+        ("noise.pth", bytes(range(255, 0, -1)), "unrecognised binary data"),
+    ],
+    ids=["text", "png", "noise"],
+)
+def test_a_file_that_is_no_checkpoint_is_not_called_unsafe(tmp_path, name, content, looks_like):
+    path = tmp_path / name
+    path.write_bytes(content)
+    message = _one_line_error(path)
+    assert "not a PyTorch checkpoint" in message and looks_like in message
+    assert "refused" not in message and "run code" not in message
+
+
+def test_a_directory_is_named_as_one(tmp_path):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    message = _one_line_error(folder)
+    assert "is a directory" in message and "not found" not in message
+
+
+@pytest.mark.parametrize(
+    ("configured", "folder", "key"),
+    [
+        ([1], None, "sam.checkpoints must map"),
+        ({"vit_b": [1, 2]}, None, "sam.checkpoints.vit_b must be a checkpoint file path"),
+        ({"vit_b": 5}, None, "sam.checkpoints.vit_b"),
+        (None, 5, "sam.checkpoint_dir must be a folder path"),
+    ],
+)
+def test_malformed_checkpoint_params_name_the_key(configured, folder, key):
+    with pytest.raises(SuiteError) as info:
+        choose_checkpoint("vit_b", configured, folder)
+    assert key in str(info.value) and "\n" not in str(info.value)
+
+
 def test_truncated_file(tmp_path, tiny_checkpoint):
     good, _ = tiny_checkpoint
     path = tmp_path / "truncated.pth"

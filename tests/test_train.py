@@ -25,9 +25,16 @@ from spt.training.samples import SampleOptions, TrainingSet
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _empty_params(folder) -> str:
+    """An empty params file: the built-in defaults (a named --params file must exist)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "params.yaml").touch()
+    return str(folder / "params.yaml")
+
+
 def _train_args(prepared, out, *extra):
     return [
-        "train", "--params", str(out / "none.yaml"), "--method", "spt", "--backbone", "tiny",
+        "train", "--params", _empty_params(out), "--method", "spt", "--backbone", "tiny",
         "--datasets", "mtd_twin", "--prepared-root", str(prepared), "--out", str(out),
         "--no-progress", *extra,
     ]  # fmt: skip
@@ -90,7 +97,7 @@ def test_train_then_evaluate_with_the_trained_weights(synthetic_prepared, tmp_pa
 
     ev = tmp_path / "eval"
     args = [
-        "evaluate", "--params", str(tmp_path / "none.yaml"), "--method", "spt",
+        "evaluate", "--params", _empty_params(tmp_path), "--method", "spt",
         "--trained", str(tmp_path / "spt" / "tiny" / "trained.pt"), "--datasets", "mtd_twin",
         "--prepared-root", str(synthetic_prepared), "--out", str(ev), "--prompt-modes", "box",
         "--no-progress",

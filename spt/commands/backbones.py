@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from spt.params import load_params, section
+from spt.params import add_params_option, command_params, sam_settings
 
 NAME = "backbones"
 
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--params", default="params.yaml", help="params file to read sam.* from")
+    add_params_option(parser, "params file to read sam.* from")
     parser.add_argument(
         "--verify", action="store_true", help="load every existing checkpoint and check it"
     )
@@ -37,9 +37,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from spt.sam import BACKBONES, choose_checkpoint  # imports torch: only when run
 
-    params = load_params(args.params)
-    configured = section(params, "sam", "checkpoints", default={}) or {}
-    folder = section(params, "sam", "checkpoint_dir")
+    configured, folder = sam_settings(command_params(args), args.params)
     header = f"{'backbone':<8} {'input':>5} {'width':>5} {'depth':>5}  checkpoint"
     print(header)
     status = 0

@@ -6,8 +6,13 @@ import argparse
 
 from spt.errors import SuiteError
 from spt.params import (
+    add_params_option,
     add_pipeline_options,
-    load_params,
+    bool_setting,
+    command_params,
+    distinct_names,
+    mapping_setting,
+    names_setting,
     pipeline_datasets,
     pipeline_options,
     section,
@@ -70,13 +75,20 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="first N images per dataset, in image-id order (default: all)",
     )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    parser.add_argument(
+    trained = parser.add_mutually_exclusive_group()
+    trained.add_argument(
         "--trained",
         default=None,
-        help="trained.pt written by `spt train` for this method and backbone (default: none)",
+        help="trained.pt written by `spt train` for this method and backbone, by default "
+        "work/train/<method>/<backbone>/trained.pt; required for a trainable method",
+    )
+    trained.add_argument(
+        "--untrained",
+        action="store_true",
+        help="score a trainable method with its initial weights (no --trained)",
     )
     parser.add_argument("--out", default=str(DEFAULT_OUT_ROOT), help="output root")
-    parser.add_argument("--params", default="params.yaml", help="params file")
+    add_params_option(parser)
     parser.add_argument(
         "--instances",
         action="store_true",
@@ -100,7 +112,39 @@ def _pick(args: argparse.Namespace, params: dict, key: str, default):
     """Command-line value, else params.yaml evaluate.<key>, else ``default``."""
     if hasattr(args, key):
         return getattr(args, key)
-    return section(params, "evaluate", key, default=default)
+    return section(mapping_setting(params, args.params, "evaluate"), key, default=default)
+
+
+def _names(args: argparse.Namespace, params: dict, key: str, default):
+    """A list option (--datasets, --prompt-modes), else params.yaml evaluate.<key> (a lone
+    name is a one-item list), else ``default``; an empty list is an error."""
+    if hasattr(args, key):
+        names = [str(n) for n in getattr(args, key)]
+        given = f"--{key.replace('_', '-')}"
+    else:
+        names = names_setting(params, args.params, f"evaluate.{key}")
+        if names is None:
+            return default
+        given = f"{args.params}: evaluate.{key}"
+    if not names:
+        raise SuiteError(f"{given} is empty; list at least one or leave it out for the default")
+    return names
+
+
+def _check_trained(args: argparse.Namespace, method_params: dict, backbone: str) -> None:
+    """A trainable method without --trained would silently score its initial weights."""
+    from spt.harness.method import Method, method_class
+
+    if args.trained is not None or args.untrained or method_params.get("official_checkpoint"):
+        return  # weights given, the initial ones asked for, or SPT's official checkpoint
+    cls = method_class(args.method)
+    if cls.trainable_parameters is Method.trainable_parameters:
+        return  # not trainable (zero_shot): nothing to load
+    raise SuiteError(
+        f"--method {args.method} is trainable: pass --trained <path to trained.pt> (written by "
+        f"`spt train`, by default work/train/{args.method}/{backbone}/trained.pt), or "
+        "--untrained to score its initial weights"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -108,27 +152,41 @@ def run(args: argparse.Namespace) -> int:
     from spt.harness.prompts import DEFAULT_MASK_PROMPT_LOGIT, DEFAULT_PROMPT_MODES
     from spt.sam import get_spec, resolve_device
 
-    params = load_params(args.params)
+    params = command_params(args)
     backbone, checkpoint, roots = pipeline_options(args, params)
     get_spec(backbone)
     device = resolve_device(args.device)
     limit = getattr(args, "limit", None)
     if limit is not None and limit < 1:
         raise SuiteError(f"--limit {limit}: give a positive number of images")
-    datasets = _pick(args, params, "datasets", None) or pipeline_datasets(params, roots)
-    if not datasets:
-        raise SuiteError("no datasets: pass --datasets NAME [NAME ...] or set evaluate.datasets")
-    method_params = section(params, "methods", args.method, default={}) or {}
-    if not isinstance(method_params, dict):
-        raise SuiteError(f"{args.params}: methods.{args.method} must be a mapping")
+    datasets = _names(args, params, "datasets", None)
+    if hasattr(args, "datasets"):
+        where = "--datasets"
+    elif datasets is not None:
+        where = f"{args.params}: evaluate.datasets"
+    else:
+        datasets = pipeline_datasets(params, roots, args.params)
+        if not datasets:
+            raise SuiteError(
+                "no datasets: pass --datasets NAME [NAME ...] or set evaluate.datasets or "
+                f"pipeline.datasets in {args.params}"
+            )
+        where = f"{args.params}: pipeline.datasets"
+    distinct_names(datasets, where)
+    prompt_modes = _names(args, params, "prompt_modes", list(DEFAULT_PROMPT_MODES))
+    method_params = mapping_setting(params, args.params, f"methods.{args.method}")
+    _check_trained(args, method_params, backbone)
+    instances = getattr(args, "instances", None)
+    if instances is None:
+        instances = bool_setting(params, args.params, "evaluate.instances", False)
     try:
         config = EvaluationConfig(
             method=args.method,
             backbone=backbone,
-            datasets=tuple(str(d) for d in datasets),
+            datasets=tuple(datasets),
             checkpoint=checkpoint,
             trained=args.trained,
-            prompt_modes=tuple(_pick(args, params, "prompt_modes", DEFAULT_PROMPT_MODES)),
+            prompt_modes=tuple(prompt_modes),
             seed=int(_pick(args, params, "seed", 0)),
             limit=limit,
             device=str(device),
@@ -136,9 +194,9 @@ def run(args: argparse.Namespace) -> int:
             out_root=args.out,
             method_params=method_params,
             resize=str(_pick(args, params, "resize", "square")),
-            instances=bool(_pick(args, params, "instances", False)),
+            instances=instances,
             mask_prompt_logit=float(
-                section(params, "evaluate", "mask_prompt_logit", default=DEFAULT_MASK_PROMPT_LOGIT)
+                _pick(args, params, "mask_prompt_logit", DEFAULT_MASK_PROMPT_LOGIT)
             ),
         )
     except (TypeError, ValueError) as exc:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from spt.data.issues import Issue
-from spt.params import load_params, section
+from spt.params import add_params_option, command_params, mapping_setting, section
 
 NAME = "prepare"
 PRINTED_ISSUES = 20  # per dataset; the saved reports hold every entry
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--params", default="params.yaml", help="params file to read data.* from")
+    add_params_option(parser, "params file to read data.* from")
     parser.add_argument(
         "--datasets",
         nargs="+",
@@ -78,20 +78,28 @@ def run(args: argparse.Namespace) -> int:
     chosen = {
         name: getattr(args, name, None) for name in ("datasets", "out", "workers", "synthetic")
     }
-    params = load_params(args.params)
+    params = command_params(args)
     config = parse_data_config(section(params, "data"), f"{args.params} data")
     if chosen["workers"] is not None and chosen["workers"] < 0:
         raise SuiteError("--workers must be >= 0 (0 = one per CPU core)")
     if chosen["synthetic"] is not None:
         from spt.data.synthetic import TwinSize, synthetic_data_config, write_all_twins
 
-        sizes = section(params, "data", "synthetic", default={}) or {}
+        sizes = mapping_setting(params, args.params, "data.synthetic")
         try:
             size = TwinSize(**{key: int(value) for key, value in sizes.items()})
         except (TypeError, ValueError) as exc:
             raise SuiteError(f"{args.params}: bad data.synthetic setting ({exc})") from None
+        except SuiteError as exc:  # the sizes' own check: name where they came from
+            raise SuiteError(f"{args.params}: data.synthetic: {exc}") from None
         write_all_twins(chosen["synthetic"], seed=config.seed, size=size)
         config = synthetic_data_config(config, chosen["synthetic"])
+    if not config.datasets:  # zero datasets "prepared" would look like success
+        found = "" if Path(args.params).is_file() else " (no such file: run from the suite's root)"
+        raise SuiteError(
+            f"{args.params}{found}: no dataset configured under data.datasets; add one "
+            "(docs/data.md), pass --params FILE, or --synthetic DIR for the twins"
+        )
     out_root = chosen["out"] or config.prepared_root
     reports = prepare_all(config, chosen["datasets"], out_root, chosen["workers"])
     if chosen["datasets"] is None:  # a partial run must not overwrite the full run's summary

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spt.params import add_params_option
+
 NAME = "pretrain"
 DEFAULT_OUT = "work/pretrain"
 
@@ -34,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         ),
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("--params", default="params.yaml", help="params file with `pretrain:`")
+    add_params_option(parser, "params file with `pretrain:`")
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")
     # SUPPRESS: an absent flag leaves the params value alone (and prints no "default: None").
     for flag, meaning in (
@@ -62,12 +64,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from spt.params import load_params, section
+    from spt.params import check_names, command_params, mapping_setting
     from spt.pretrain.train import CHECKPOINT_NAME, PretrainConfig, pretrain
     from spt.sam import resolve_device
 
+    settings = dict(mapping_setting(command_params(args), args.params, "pretrain"))
+    for key in ("prompt_modes", "probe_modes"):  # a lone mode is one mode, not its letters
+        if settings.get(key) is not None:
+            settings[key] = check_names(settings[key], args.params, f"pretrain.{key}")
     config = PretrainConfig.from_params(
-        section(load_params(args.params), "pretrain", default={}),
+        settings,
         scenes=getattr(args, "scenes", None),
         epochs=getattr(args, "epochs", None),
         seed=getattr(args, "seed", None),

@@ -83,23 +83,22 @@ def read_all_records(paths: list[str]) -> pd.DataFrame:
 
 def _update(reference_path: Path, current: dict) -> int:
     from spt.reports.regression import (
-        DEFAULT_TOLERANCE,
         check_regression,
+        kept_tolerance,
         load_reference,
         write_reference,
     )
 
-    tolerance = DEFAULT_TOLERANCE
+    kept_tolerance(reference_path)  # a malformed hand-set tolerance stops the update here
     if reference_path.is_file():
         try:
             previous = load_reference(reference_path)
         except SuiteError as exc:
-            print(f"previous reference unusable ({exc}); writing the default tolerance")
+            print(f"previous reference unusable ({exc}); rewriting it, keeping its tolerance")
         else:
-            tolerance = previous["tolerance"]
             result = check_regression(current, previous)
             print(result.diff_table() or "no metric changed beyond the tolerance")
-    write_reference(reference_path, current, tolerance)
+    write_reference(reference_path, current)  # keeps the file's own tolerance
     print(f"updated {reference_path}: {len(current['metrics'])} rows; review and commit it")
     return 0
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from spt.errors import SuiteError
-from spt.params import load_params, section
+from spt.params import add_params_option, command_params, mapping_setting
 
 NAME = "report"
 DEFAULTS = {
@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="overlay images per dataset, at most those kept by `spt evaluate` (default: "
         f"params report.examples, else {DEFAULTS['examples']})",
     )
-    parser.add_argument("--params", default="params.yaml", help="params file")
+    add_params_option(parser)
     parser.set_defaults(func=run)
     return parser
 
@@ -102,7 +102,8 @@ def _setting(args: argparse.Namespace, params: dict, key: str, kind: type):
     """Command-line value, else params.yaml report.<key>, else the default."""
     if hasattr(args, key):
         return getattr(args, key)
-    value = section(params, "report", key, default=DEFAULTS[key])
+    value = mapping_setting(params, args.params, "report").get(key)
+    value = DEFAULTS[key] if value is None else value
     try:
         return kind(value)
     except (TypeError, ValueError):
@@ -114,7 +115,7 @@ def _setting(args: argparse.Namespace, params: dict, key: str, kind: type):
 def run(args: argparse.Namespace) -> int:
     from spt.reports.pipeline_report import ReportConfig, build_report
 
-    params = load_params(args.params)
+    params = command_params(args)
     config = ReportConfig(
         eval_root=Path(args.eval_root),
         train_root=Path(args.train_root),

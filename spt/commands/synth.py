@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spt.params import load_params, section
+from spt.params import add_params_option, command_params, mapping_setting
 
 NAME = "synth"
 
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("work/synthetic"), help="output folder")
-    parser.add_argument("--params", default="params.yaml", help="params file (for data.seed)")
+    add_params_option(parser, "params file (for data.seed)")
     parser.add_argument(
         "--seed",
         type=int,
@@ -56,8 +56,23 @@ def run(args: argparse.Namespace) -> int:
     from spt.errors import SuiteError
 
     seed = getattr(args, "seed", None)
-    seed = seed if seed is not None else section(load_params(args.params), "data", "seed")
-    seed = 0 if seed is None else seed
+    if seed is None:
+        seed = mapping_setting(command_params(args), args.params, "data").get("seed")
+        if seed is None:
+            seed = 0
+        elif not isinstance(seed, int) or isinstance(seed, bool):
+            raise SuiteError(f"{args.params}: data.seed must be an integer, got {seed!r}")
+    # Checked here so that the message names the flag at fault, before anything is written.
+    for flag, value, least in (
+        ("--normal-train", args.normal_train, 1),
+        ("--normal-test", args.normal_test, 1),
+        ("--defects-per-type", args.defects_per_type, 2),
+    ):
+        if value < least:
+            raise SuiteError(
+                f"{flag} {value}: give at least {least} (each twin needs normal train and test "
+                "images and defect images on both sides of the split)"
+            )
     size = TwinSize(args.normal_train, args.normal_test, args.defects_per_type)
     layouts = getattr(args, "layouts", None) or list(TWIN_LAYOUTS)
     unknown = [layout for layout in layouts if layout not in TWIN_LAYOUTS]

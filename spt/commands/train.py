@@ -6,11 +6,15 @@ import argparse
 
 from spt.errors import SuiteError
 from spt.params import (
+    add_params_option,
     add_pipeline_options,
-    load_params,
+    check_mapping,
+    check_names,
+    command_params,
+    distinct_names,
+    mapping_setting,
     pipeline_datasets,
     pipeline_options,
-    section,
 )
 
 NAME = "train"
@@ -31,10 +35,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Train a registered method on the train-split defect images of the prepared\n"
             "datasets (manifests from `spt prepare`), with the shared training engine.\n\n"
             "Inputs:  <prepared-root>/<dataset>/manifest.csv; a SAM checkpoint (--checkpoint,\n"
-            "         none for tiny); knobs from params.yaml: train.* (epochs, batch_size, lr,\n"
-            "         lr_step_epochs, lr_gamma, warmup_steps, seed, prompt_modes, augment,\n"
-            "         datasets), methods.<method>.* (the method's own params) and\n"
-            "         methods.<method>.train.* (per-method overrides of train.*).\n"
+            "         else the file `spt backbones` lists; tiny may have none); knobs from\n"
+            "         params.yaml: train.* (epochs, batch_size, lr, lr_step_epochs, lr_gamma,\n"
+            "         warmup_steps, seed, prompt_modes, augment, datasets), methods.<method>.*\n"
+            "         (the method's own params) and methods.<method>.train.* (per-method\n"
+            "         overrides of train.*).\n"
             "Outputs: <out>/<method>/<backbone>/trained.pt (trained tensors + config; give it\n"
             "         to `spt evaluate --trained`), train_log.csv, state/last.pt (resume).\n\n"
             "Samples (augmentation, prompt) are pure functions of (seed, image id, epoch).\n"
@@ -53,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="datasets to train on (default: train.datasets, else pipeline.datasets)",
     )
     parser.add_argument("--out", default="work/train", help="output root")
-    parser.add_argument("--params", default="params.yaml", help="params file")
+    add_params_option(parser)
     parser.add_argument(
         "--device",
         default="cpu",
@@ -84,11 +89,36 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def train_settings(params: dict, method: str) -> dict:
-    """train.* with methods.<method>.train.* laid over it."""
-    merged = dict(section(params, "train", default={}) or {})
-    merged.update(section(params, "methods", method, "train", default={}) or {})
+_TRAIN_KEYS = (*_CONFIG_KEYS, "prompt_modes", "augment", "datasets")
+_AUGMENT_KEYS = ("hflip", "lsj_prob", "lsj_scale")
+
+
+def train_settings(params: dict, method: str, where: str = "params.yaml") -> dict:
+    """train.* with methods.<method>.train.* laid over it (``where``: the params file)."""
+    merged: dict = {}
+    for key in ("train", f"methods.{method}.train"):
+        given = mapping_setting(params, where, key)
+        unknown = sorted(set(given) - set(_TRAIN_KEYS))
+        if unknown:
+            raise SuiteError(
+                f"{where}: unknown setting {key}.{unknown[0]}; the known ones are "
+                f"{', '.join(_TRAIN_KEYS)}"
+            )
+        augment = given.get("augment")
+        unknown = sorted(set(augment) - set(_AUGMENT_KEYS)) if isinstance(augment, dict) else []
+        if unknown:
+            raise SuiteError(
+                f"{where}: unknown setting {key}.augment.{unknown[0]}; the known ones are "
+                f"{', '.join(_AUGMENT_KEYS)}"
+            )
+        merged.update(given)
     return merged
+
+
+def _setting_key(params: dict, method: str, key: str) -> str:
+    """Which params key a merged train setting came from, for messages."""
+    override = mapping_setting(params, "", f"methods.{method}.train")
+    return f"methods.{method}.train.{key}" if key in override else f"train.{key}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -102,30 +132,48 @@ def run(args: argparse.Namespace) -> int:
     from spt.training.run import train_method, training_rows
     from spt.training.samples import TRAIN_PROMPT_MODES, SampleOptions
 
-    params = load_params(args.params)
+    params = command_params(args)
     backbone, checkpoint, roots = pipeline_options(args, params)
     get_spec(backbone)
     device = resolve_device(args.device)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
         device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
         torch.cuda.set_device(device)
-    settings = train_settings(params, args.method)
+    if args.limit is not None and args.limit < 1:
+        raise SuiteError(f"--limit {args.limit}: give a positive number of images")
+    settings = train_settings(params, args.method, args.params)
     for key in ("epochs", "batch_size", "seed"):
         if hasattr(args, key):
             settings[key] = getattr(args, key)
-    datasets = (
-        getattr(args, "datasets", None)
-        or settings.get("datasets")
-        or pipeline_datasets(params, roots)
-    )
+    # Merged settings name the key they came from (an override in methods.<method>.train).
+    keys = {
+        k: _setting_key(params, args.method, k) for k in ("datasets", "prompt_modes", "augment")
+    }
+    for key in ("datasets", "prompt_modes"):
+        settings[key] = check_names(settings.get(key), args.params, keys[key])
+        if settings[key] == []:
+            raise SuiteError(
+                f"{args.params}: {keys[key]} is empty; list at least one or leave it out "
+                "for the default"
+            )
+    if hasattr(args, "datasets"):
+        datasets = distinct_names([str(d) for d in args.datasets], "--datasets")
+    elif settings["datasets"]:
+        datasets = distinct_names(settings["datasets"], f"{args.params}: {keys['datasets']}")
+    else:
+        datasets = pipeline_datasets(params, roots, args.params)
+        datasets = distinct_names(datasets, f"{args.params}: pipeline.datasets")
     if not datasets:
-        raise SuiteError("no datasets: pass --datasets NAME [NAME ...] or set train.datasets")
-    augment = settings.get("augment", {}) or {}
+        raise SuiteError(
+            "no datasets: pass --datasets NAME [NAME ...] or set train.datasets or "
+            f"pipeline.datasets in {args.params}"
+        )
+    augment = check_mapping(settings.get("augment"), args.params, keys["augment"])
     try:
         config = TrainConfig(**{k: settings[k] for k in _CONFIG_KEYS if k in settings})
         options = SampleOptions(
             seed=int(settings.get("seed", 0)),
-            prompt_modes=tuple(settings.get("prompt_modes", TRAIN_PROMPT_MODES)),
+            prompt_modes=tuple(settings.get("prompt_modes") or TRAIN_PROMPT_MODES),
             hflip=float(augment.get("hflip", 0.5)),
             lsj_prob=float(augment.get("lsj_prob", 1.0)),
             lsj_scale=tuple(float(v) for v in augment.get("lsj_scale", (0.1, 2.0))),
@@ -134,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         raise SuiteError(f"{args.params}: bad train setting ({exc})") from None
     method_params = {
         k: v
-        for k, v in (section(params, "methods", args.method, default={}) or {}).items()
+        for k, v in mapping_setting(params, args.params, f"methods.{args.method}").items()
         if k != "train"
     }
     method = build_method(args.method, backbone, checkpoint, device, method_params)

@@ -47,10 +47,8 @@ def _dataset(name: str, spec: Any, raw_root: Path, where: str) -> DatasetConfig:
             f"{where}.{name}: dataset names use lower-case letters, digits, _ and -; rename it"
         )
     if not isinstance(spec, dict) or "layout" not in spec:
-        raise SuiteError(
-            f"{where}.{name}: needs a mapping with a layout ({', '.join(READERS)}); fix params.yaml"
-        )
-    reader = get_reader(str(spec["layout"]))
+        raise SuiteError(f"{where}.{name}: needs a mapping with a layout ({', '.join(READERS)})")
+    reader = get_reader(str(spec["layout"]), f"{where}.{name}.layout")
     unknown = set(spec) - COMMON_KEYS - set(reader.option_names)
     if unknown:
         raise SuiteError(
@@ -67,15 +65,22 @@ def _dataset(name: str, spec: Any, raw_root: Path, where: str) -> DatasetConfig:
     return DatasetConfig(name, reader.layout, root, convention, options)
 
 
+def check_seed(seed: Any, where: str) -> int:
+    """``data.seed`` is an integer (a string would seed different data than its number)."""
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise SuiteError(f"{where}: must be an integer, got {seed!r}; write a whole number")
+    return seed
+
+
 def parse_data_config(section: Any, where: str = "params.yaml data") -> DataConfig:
+    """Check the ``data:`` section. ``where`` starts every message: the params file and the
+    section (``my.yaml data``), so errors name the file that was actually read."""
     if section is None:
         section = {}
     if not isinstance(section, dict):
-        raise SuiteError(f"{where}: expected a mapping; fix params.yaml")
+        raise SuiteError(f"{where}: expected a mapping")
     raw_root = Path(str(section.get("raw_root", "data")))
-    seed = section.get("seed", 0)
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SuiteError(f"{where}.seed: must be an integer, got {seed!r}")
+    seed = check_seed(section.get("seed", 0), f"{where}.seed")
     workers = section.get("workers", 0)
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
         raise SuiteError(f"{where}.workers: must be an integer >= 0 (0 = one per CPU core)")

@@ -16,11 +16,14 @@ import numpy as np
 from PIL import Image
 
 from spt.data.issues import Issue
+from spt.data.manifest import mask_entry
 from spt.data.masks import THRESHOLD, MaskFormatError, normalise_mask
 from spt.data.records import NORMAL, ImageRecord
 
 DEFECT_LABEL = "defect"
 NORMAL_LABEL = "normal"
+# Reading the path failed, not decoding it: a broken link or a folder where a mask should be.
+_NOT_A_FILE = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
 
 @dataclass
@@ -48,8 +51,9 @@ def _read(path: Path) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-def inspect_record(record: ImageRecord, convention: str, mask_out: Path) -> Outcome:
-    """Check one record; write its normalised mask to ``mask_out`` when it is a defect image."""
+def inspect_record(record: ImageRecord, convention: str, out_dir: Path) -> Outcome:
+    """Check one record; write its normalised mask under ``out_dir`` (the manifest's folder) when
+    it is a defect image. The row names the mask relative to ``out_dir`` (``masks/...``)."""
     outcome = Outcome(record, None, defect_type=record.defect_type)
     image_path = str(record.image_path)
     try:
@@ -97,12 +101,15 @@ def inspect_record(record: ImageRecord, convention: str, mask_out: Path) -> Outc
         )
         return outcome
     except Exception as exc:
+        what = (
+            "not a readable file" if isinstance(exc, _NOT_A_FILE) else "corrupt or truncated mask"
+        )
         outcome.issues.append(
             Issue(
                 "skipped",
                 "unreadable_mask",
                 mask_path,
-                f"corrupt or truncated mask ({type(exc).__name__}: {exc})",
+                f"{what} ({type(exc).__name__}: {exc})",
                 "replace it with the publisher's original file",
             )
         )
@@ -140,8 +147,10 @@ def inspect_record(record: ImageRecord, convention: str, mask_out: Path) -> Outc
         return outcome
     if note:
         outcome.issues.append(Issue("repaired", "mask_converted", mask_path, note))
+    entry = mask_entry(record.image_id)
+    mask_out = out_dir / entry
     mask_out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(binary, mode="L").save(mask_out, format="PNG")
-    row.update(mask_path=mask_out.as_posix(), mask_pixels=pixels, mask_sha256=mask_sha)
+    row.update(mask_path=entry, mask_pixels=pixels, mask_sha256=mask_sha)
     outcome.row = row
     return outcome

@@ -11,9 +11,12 @@ category       product / class (``MT_Crack``, ``bottle``, ``01``...)
 defect_type    publisher's defect name; ``good`` for normal images
 label          ``defect`` or ``normal``
 split          ``train`` or ``test`` (see docs/data.md for the protocol)
-image_path     the raw image file (as found under the dataset root)
-mask_path      the normalised mask (one channel, uint8 0/255, same size as the image);
-               empty for normal images
+image_path     the raw image file (as found under the dataset root: absolute when the
+               dataset root is configured absolute, else relative to the directory
+               ``spt prepare`` ran in, normally the project root)
+mask_path      the normalised mask (one channel, uint8 0/255, same size as the image),
+               relative to the manifest's own folder (``masks/<...>.png``); empty for
+               normal images
 height, width  image size in pixels
 mask_pixels    foreground pixels of the normalised mask (0 for normal images)
 image_sha256   sha256 of the raw image file
@@ -32,6 +35,7 @@ import pandas as pd
 
 from spt.errors import SuiteError
 
+MASKS_DIR = "masks"  # normalised masks live in <manifest folder>/masks/; such paths are relative
 MANIFEST_COLUMNS = [
     "image_id",
     "dataset",
@@ -82,13 +86,35 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> None:
         raise
 
 
+def mask_entry(image_id: str) -> str:
+    """The ``mask_path`` of an image's normalised mask: ``masks/<id without dataset>.png``,
+    relative to the manifest's folder, so a prepared folder can be moved or renamed."""
+    return f"{MASKS_DIR}/{image_id.split('/', 1)[1]}.png"
+
+
 def resolve_manifest_path(path_text: str, manifest_dir: Path) -> Path:
-    """A path from a manifest: used as written, or, when relative and missing from the working
-    directory, looked up next to the manifest (so a prepared folder can be moved)."""
+    """The file a manifest path names. The rule, for both path columns:
+
+    - an absolute path is used as written;
+    - a relative path starting with ``masks/`` (a normalised mask, see :func:`mask_entry`) is
+      relative to the manifest's folder ``manifest_dir``, and only there: a moved or renamed
+      prepared folder reads its own masks, never a copy left in the working directory;
+    - any other relative path (a raw image of a relative dataset root; a mask path of a manifest
+      written before masks were stored relative to it) is relative to the working directory,
+      which for ``spt``, DVC and the tests is the directory ``spt prepare`` ran in; when it is
+      missing there but present next to the manifest, the copy next to the manifest is used.
+
+    A file found nowhere resolves to the path its rule tries first, so the caller's "not found"
+    error names a path that was actually tried.
+    """
     path = Path(path_text)
-    if path.is_absolute() or path.exists():
+    if path.is_absolute():
         return path
-    return manifest_dir / path
+    if path.parts[:1] == (MASKS_DIR,):
+        return manifest_dir / path
+    if not path.exists() and (manifest_dir / path).exists():
+        return manifest_dir / path
+    return path
 
 
 def find_manifest(dataset: str, roots: Sequence[str | Path]) -> Path:
@@ -119,4 +145,11 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
     missing = [c for c in MANIFEST_COLUMNS if c not in frame.columns]
     if missing:
         raise SuiteError(f"{path}: manifest lacks columns {missing}; run `spt prepare` again")
+    duplicated = frame["image_id"][frame["image_id"].duplicated()]
+    if not duplicated.empty:
+        # A repeated row would be scored twice by evaluate and drawn twice as often by train.
+        raise SuiteError(
+            f"{path}: image id {duplicated.iloc[0]!r} is on more than one row; delete the "
+            "duplicate rows or run `spt prepare` again"
+        )
     return frame

@@ -9,7 +9,6 @@ failure is recorded in its report and never stops the others.
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
@@ -22,7 +21,7 @@ from tqdm import tqdm
 from spt.data.config import DataConfig, DatasetConfig
 from spt.data.inspect import Outcome, inspect_record
 from spt.data.issues import Issue
-from spt.data.manifest import write_manifest
+from spt.data.manifest import MASKS_DIR, resolve_manifest_path, write_manifest
 from spt.data.readers import get_reader
 from spt.data.records import ImageRecord
 from spt.data.report import DatasetReport, to_json, write_text_atomic
@@ -32,7 +31,7 @@ from spt.errors import SuiteError
 
 MANIFEST = "manifest.csv"
 REPORT = "report.json"
-MASKS = "masks"
+MASKS = MASKS_DIR
 POOL_MIN_IMAGES = 64  # below this, starting worker processes costs more than it saves
 
 
@@ -40,14 +39,37 @@ def _inspect_job(job: tuple[ImageRecord, str, Path]) -> Outcome:
     return inspect_record(*job)
 
 
-def mask_output_path(out_dir: Path, record: ImageRecord) -> Path:
-    relative = record.image_id.split("/", 1)[1]
-    return out_dir / MASKS / f"{relative}.png"
+def _previous_masks(out_dir: Path) -> list[Path]:
+    """The mask files the previous manifest in ``out_dir`` lists inside ``out_dir/masks``."""
+    try:
+        frame = pd.read_csv(out_dir / MANIFEST, dtype=str, keep_default_na=False)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return []  # no (readable) manifest: nothing is known to be ours
+    if "mask_path" not in frame.columns:
+        return []
+    masks_dir = (out_dir / MASKS).resolve()
+    listed = []
+    for text in frame["mask_path"]:
+        if text:
+            path = resolve_manifest_path(text, out_dir)
+            if path.suffix == ".png" and masks_dir in path.resolve().parents:
+                listed.append(path)
+    return listed
 
 
 def _clear_outputs(out_dir: Path) -> None:
-    """Remove what an earlier run wrote for this dataset (only the files this step owns)."""
-    shutil.rmtree(out_dir / MASKS, ignore_errors=True)
+    """Remove what an earlier run wrote for this dataset, and only that: the masks its manifest
+    lists, the folders under ``masks/`` they leave empty, the manifest and the report. Never a
+    whole folder, so a wrong ``--out`` can not delete files the suite did not write."""
+    for path in _previous_masks(out_dir):
+        path.unlink(missing_ok=True)
+    masks_dir = out_dir / MASKS
+    if masks_dir.is_dir() and not masks_dir.is_symlink():
+        for folder, _, _ in os.walk(masks_dir, topdown=False):  # deepest folders first
+            try:
+                os.rmdir(folder)  # only succeeds on an empty folder
+            except OSError:
+                pass
     for name in (MANIFEST, REPORT):
         (out_dir / name).unlink(missing_ok=True)
 
@@ -158,7 +180,7 @@ def _build_manifest(
 ) -> None:
     """Inspect every record, split the usable ones and write the manifest."""
     records = _drop_duplicate_ids(records, report)
-    jobs = [(r, config.mask_convention, mask_output_path(out_dir, r)) for r in records]
+    jobs = [(r, config.mask_convention, out_dir) for r in records]
     rows = []
     for outcome in _run_jobs(jobs, executor, config.name):
         report.issues.extend(outcome.issues)
@@ -181,16 +203,24 @@ def _build_manifest(
         )
 
 
-def _refuse_output_inside_raw_data(out_root: Path, datasets: list[DatasetConfig]) -> None:
-    """Raw data stays as shipped: prepared files never go into a dataset root."""
-    out = out_root.resolve()
-    for dataset in datasets:
-        root = dataset.root.resolve()
-        if out == root or root in out.parents:
-            raise SuiteError(
-                f"{out_root}: inside the raw-data root of {dataset.name} ({dataset.root}); "
-                "write prepared data elsewhere (--out or data.prepared_root)"
-            )
+def _refuse_output_over_raw_data(
+    out_root: Path, names: list[str], datasets: dict[str, DatasetConfig]
+) -> None:
+    """Raw data stays as shipped: no prepared file goes into a raw-data root and no clean-up
+    runs in one. Each output folder ``<out>/<dataset>`` must not be, contain or lie inside any
+    configured dataset root (a folder dataset at ``data/<name>`` prepared with ``--out data``
+    would otherwise have its ``masks/`` cleared as stale output)."""
+    checks = [(out_root, False)] + [(out_root / name, True) for name in names]
+    for out_dir, may_not_contain in checks:
+        out = out_dir.resolve()
+        for dataset in datasets.values():
+            root = dataset.root.resolve()
+            if out == root or root in out.parents or (may_not_contain and out in root.parents):
+                raise SuiteError(
+                    f"{out_dir.as_posix()}: prepared output overlaps the raw-data root of "
+                    f"dataset {dataset.name} ({dataset.root.as_posix()}); choose another --out "
+                    "or data.prepared_root, outside every dataset root"
+                )
 
 
 def resolve_workers(requested: int) -> int:
@@ -212,7 +242,7 @@ def prepare_all(
             f"{', '.join(sorted(config.datasets)) or 'none'}"
         )
     out_root = out_root or config.prepared_root
-    _refuse_output_inside_raw_data(out_root, [config.datasets[n] for n in names])
+    _refuse_output_over_raw_data(out_root, names, config.datasets)
     count = resolve_workers(config.workers if workers is None else workers)
     executor = ProcessPoolExecutor(max_workers=count) if count > 1 else None
     try:

@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from spt.data.config import NATIVE_CONVENTION, DataConfig, DatasetConfig
+from spt.data.config import NATIVE_CONVENTION, DataConfig, DatasetConfig, check_seed
 from spt.data.stable_random import stable_rng
 from spt.data.synthetic_draw import apply_defect, colourise, defect_mask, texture
 from spt.errors import SuiteError
@@ -44,11 +44,16 @@ class TwinSize:
     defects_per_type: int = 3
 
     def __post_init__(self) -> None:
-        if min(self.normal_train, self.normal_test) < 1 or self.defects_per_type < 2:
-            raise SuiteError(
-                "synthetic sizes: need >= 1 normal train, >= 1 normal test and >= 2 defect "
-                "images per type (both sides of the split)"
-            )
+        # Name both places a size comes from: `spt synth` flags, data.synthetic in params.
+        for name, least in (("normal_train", 1), ("normal_test", 1), ("defects_per_type", 2)):
+            value = getattr(self, name)
+            if value < least:
+                raise SuiteError(
+                    f"synthetic sizes: {name} is {value}, need >= {least} (a twin needs normal "
+                    "train and test images and defect images on both sides of the split); set "
+                    f"--{name.replace('_', '-')} (spt synth) or data.synthetic.{name} "
+                    "(spt prepare --synthetic)"
+                )
 
 
 @dataclass(frozen=True)
@@ -265,6 +270,8 @@ def write_twin(layout: str, root: Path, seed: int = 0, size: TwinSize = TwinSize
     """Write the twin of ``layout`` at ``root`` (replacing an earlier twin, nothing else)."""
     if layout not in TWIN_LAYOUTS:
         raise SuiteError(f"no synthetic twin for layout {layout!r}; use one of {TWIN_LAYOUTS}")
+    # The seed is hashed as text: "abc" would quietly write other data than prepare accepts.
+    check_seed(seed, "data.seed (or spt synth --seed)")
     root = Path(root)
     if root.exists():
         if not (root / MARKER).is_file():

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,8 +47,10 @@ from spt.harness.prompts import (
 from spt.harness.records import (
     DEFAULT_OUT_ROOT,
     RECORD_COLUMNS,
+    RECORD_SCHEMA,
     STATUS_NO_PROMPT,
     STATUS_OK,
+    check_output_file,
     records_table,
     write_records,
     write_summary,
@@ -133,15 +136,24 @@ class ImageEvaluator:
         self.kept: dict[str, np.ndarray] = {}  # "<image id>|<mode>|<stage>" -> bool (H,W)
 
     def evaluate(
-        self, row: pd.Series, image: np.ndarray, mask: np.ndarray, keep: bool = False
+        self,
+        row: pd.Series,
+        image: np.ndarray,
+        mask: np.ndarray,
+        keep: bool = False,
+        image_path: Path | None = None,
+        mask_path: Path | None = None,
     ) -> list[dict]:
         """Records for one manifest row: len(modes) x len(stages) dicts. With ``keep``, the
-        predicted masks of ``config.example_modes`` are stored in ``self.kept``."""
+        predicted masks of ``config.example_modes`` are stored in ``self.kept``. The paths the
+        image and mask were read from (default: the row's) name the files in errors."""
         method, config = self.method, self.config
         if image.shape[:2] != mask.shape:
+            image_path = row["image_path"] if image_path is None else image_path
+            mask_path = row["mask_path"] if mask_path is None else mask_path
             raise SuiteError(
-                f"{row['image_id']}: image is {image.shape[1]}x{image.shape[0]} but its mask is "
-                f"{mask.shape[1]}x{mask.shape[0]}; rerun `spt prepare`"
+                f"{row['image_id']}: image {image_path} is {image.shape[1]}x{image.shape[0]} but "
+                f"its mask {mask_path} is {mask.shape[1]}x{mask.shape[0]}; rerun `spt prepare`"
             )
         frame = InputFrame.for_image(*mask.shape, method.spec.image_size, config.resize)
         model_input = image_to_input(image, frame, method.device)
@@ -290,8 +302,11 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
             )
         plans.append((dataset, manifest_path.parent, manifest_hash, rows))
 
+    records_path = config.out_dir / "records.parquet"
+    check_output_file(records_path)  # before any work, not after it
     parts_dir = config.out_dir / "parts"
     part_files: list[Path] = []
+    cached: dict[Path, pa.Table] = {}  # chunks of an earlier run, read and checked
     method: Method | None = None
     for dataset, manifest_dir, manifest_hash, rows in plans:
         chunks = [
@@ -301,8 +316,11 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
         for chunk in chunks:
             part = parts_dir / _part_name(config, dataset, manifest_hash, list(chunk["image_id"]))
             part_files.append(part)
-            if not part.is_file():
+            table = _cached_part(part) if part.exists() else None
+            if table is None:
                 todo.append((chunk, part))
+            else:
+                cached[part] = table
         if not todo:
             continue
         if method is None:
@@ -335,16 +353,20 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
                             f"{config.manifest_path(dataset)}: {row['image_id']} has "
                             "mask_pixels > 0 but no mask_path; rerun `spt prepare`"
                         )
-                    image = read_rgb(resolve_manifest_path(row["image_path"], manifest_dir))
-                    mask = read_mask(resolve_manifest_path(row["mask_path"], manifest_dir))
-                    records.extend(evaluator.evaluate(row, image, mask, row["image_id"] in keep))
+                    image_path = resolve_manifest_path(row["image_path"], manifest_dir)
+                    mask_path = resolve_manifest_path(row["mask_path"], manifest_dir)
+                    image, mask = read_rgb(image_path), read_mask(mask_path)
+                    records.extend(
+                        evaluator.evaluate(
+                            row, image, mask, row["image_id"] in keep, image_path, mask_path
+                        )
+                    )
                     bar.update(1)
                 # Examples first: the records part marks the chunk as done.
                 _save_examples(evaluator.kept, _examples_part(part))
                 write_records(records_table(records), part)
 
-    merged = pa.concat_tables([pq.read_table(p) for p in part_files]).select(RECORD_COLUMNS)
-    records_path = config.out_dir / "records.parquet"
+    merged = pa.concat_tables([cached[p] if p in cached else _read_part(p) for p in part_files])
     write_records(merged, records_path)
     write_summary(merged.to_pandas(), config.out_dir)
     examples: dict[str, np.ndarray] = {}
@@ -357,3 +379,58 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
 
 def _examples_part(part: Path) -> Path:
     return part.with_name(part.stem + ".examples.npz")
+
+
+def _read_part(part: Path) -> pa.Table:
+    """A chunk's records, exactly :data:`RECORD_SCHEMA`; a ValueError / OSError if it is not."""
+    if part.is_dir():
+        raise IsADirectoryError("a directory, not a parquet file")
+    table = pq.read_table(part)
+    missing = [c for c in RECORD_COLUMNS if c not in table.column_names]
+    if missing:
+        raise ValueError(f"no column(s) {', '.join(missing)}")
+    table = table.select(RECORD_COLUMNS)
+    if not table.schema.equals(RECORD_SCHEMA):
+        raise ValueError("column types differ from the records schema")
+    return table
+
+
+def _cached_part(part: Path) -> pa.Table | None:
+    """The records of a chunk an earlier run wrote, or None when it must be recomputed.
+
+    Parts are the suite's own cache, so a damaged one (an interrupted copy, a full disk, a
+    file from another version) is no reason to stop: it is moved aside, never deleted, with a
+    one-line warning, and its chunk is computed again. Its examples file counts too, as the
+    records part (written after it) marks the whole chunk as done.
+    """
+    try:
+        table = _read_part(part)
+    except Exception as exc:  # any way of being unreadable: pyarrow, OSError, wrong columns
+        _set_aside(part, exc)
+        return None
+    examples = _examples_part(part)
+    if examples.exists():
+        try:
+            read_examples(examples)
+        except Exception as exc:  # zip, numpy or key errors of a damaged archive
+            _set_aside(examples, exc)
+            return None
+    return table
+
+
+def _set_aside(path: Path, exc: Exception) -> None:
+    """Rename a damaged cache file to ``<name>.corrupt`` (``.corrupt.1``... if taken) and say so
+    in one line; nothing is deleted."""
+    target = path.with_name(path.name + ".corrupt")
+    index = 0
+    while target.exists():
+        index += 1
+        target = path.with_name(f"{path.name}.corrupt.{index}")
+    os.replace(path, target)
+    lines = str(exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {lines[0][:120]}" if lines else type(exc).__name__
+    print(
+        f"warning: {path}: unreadable cached chunk ({reason}); moved to {target.name}, "
+        "recomputing it",
+        file=sys.stderr,
+    )

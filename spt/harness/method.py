@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import math
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,6 +33,10 @@ from spt.sam.backbones import BackboneSpec
 
 # Modules outside `baselines` that define methods; skipped while they do not exist yet.
 EXTRA_METHOD_MODULES = ("spt.model.method",)
+# Keys of methods.<name> that are not the method's own: `train` holds the per-method overrides of
+# train.* that `spt train` reads; `spt evaluate` passes the whole section, so methods skip it.
+PASSED_THROUGH_PARAMS = frozenset({"train"})
+_NO_DEFAULT = object()
 
 
 class Method(ABC):
@@ -41,12 +46,16 @@ class Method(ABC):
     :data:`spt.sam.BACKBONES`, a checkpoint path or None (random init, tiny only), a torch device
     and the method's own parameters (a dict, e.g. from params.yaml).
 
-    Subclasses set ``name`` (unique, the ``--method`` value) and ``stages``, the names of the
-    outputs :meth:`decode` returns (zero-shot SAM: ``("final",)``; SPT: ``("draft", "final")``).
+    Subclasses set ``name`` (unique, the ``--method`` value), ``stages``, the names of the
+    outputs :meth:`decode` returns (zero-shot SAM: ``("final",)``; SPT: ``("draft", "final")``),
+    and ``known_params``, every params key they read: any other key is a SuiteError (a typo
+    would otherwise silently leave a default in place). Read params with :meth:`param_int`,
+    :meth:`param_float`, :meth:`param_bool`, :meth:`param_choice` and :meth:`param_str`.
     """
 
     name: ClassVar[str] = ""
     stages: ClassVar[tuple[str, ...]] = ("final",)
+    known_params: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -59,7 +68,48 @@ class Method(ABC):
         self.spec: BackboneSpec = get_spec(backbone)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.device = torch.device(device)
+        if params is not None and not isinstance(params, Mapping):
+            raise SuiteError(
+                f"methods.{self.name} must be a mapping of param: value, got "
+                f"{type(params).__name__}; fix it in the params file"
+            )
         self.params = dict(params or {})
+        unknown = sorted(
+            str(k) for k in self.params if k not in self.known_params | PASSED_THROUGH_PARAMS
+        )
+        if unknown:
+            valid = ", ".join(sorted(self.known_params)) or "none"
+            raise SuiteError(
+                f"methods.{self.name}.{unknown[0]}: unknown param of method {self.name!r}; "
+                f"valid keys: {valid} (and train, the method's overrides of train.*)"
+            )
+
+    # --- params --------------------------------------------------------------------------
+
+    @property
+    def params_key(self) -> str:
+        """Where the params come from, for error messages: ``methods.<name>``."""
+        return f"methods.{self.name}"
+
+    def param_int(self, key: str, default: Any = _NO_DEFAULT, **limits: Any) -> int:
+        """``params[key]`` (else ``default``) as an int within ``limits`` (see :func:`read_int`)."""
+        return read_int(self.params, self.params_key, key, default, **limits)
+
+    def param_float(self, key: str, default: Any = _NO_DEFAULT, **limits: Any) -> float:
+        """``params[key]`` (else ``default``) as a finite float (see :func:`read_float`)."""
+        return read_float(self.params, self.params_key, key, default, **limits)
+
+    def param_bool(self, key: str, default: Any = _NO_DEFAULT) -> bool:
+        """``params[key]`` (else ``default``): only a real ``true`` / ``false``."""
+        return read_bool(self.params, self.params_key, key, default)
+
+    def param_choice(self, key: str, default: Any, choices: Sequence[str]) -> str:
+        """``params[key]`` (else ``default``): one of ``choices``."""
+        return read_choice(self.params, self.params_key, key, default, choices)
+
+    def param_str(self, key: str, default: str | None = None) -> str | None:
+        """``params[key]`` (else ``default``): a string, or None (null) for "not set"."""
+        return read_str(self.params, self.params_key, key, default)
 
     @abstractmethod
     def encode(self, image: torch.Tensor) -> Any:
@@ -110,6 +160,116 @@ class Method(ABC):
         """Load weights saved by :meth:`trained_state`."""
         if state:
             raise NotImplementedError(f"method {self.name!r} has no trained state to load")
+
+
+# --- typed params readers: one-line SuiteErrors naming ``<where>.<key>`` --------------------
+
+
+def _raw(params: Mapping[str, Any], key: str, default: Any) -> Any:
+    value = params.get(key, default)
+    if value is _NO_DEFAULT:
+        raise TypeError(f"params key {key!r} has no default")
+    return value
+
+
+def _bad(where: str, key: str, expected: str, value: Any) -> SuiteError:
+    return SuiteError(f"{where}.{key} must be {expected}, got {value!r}; fix it in the params file")
+
+
+def _range_text(noun: str, minimum, maximum, min_open: bool, max_open: bool) -> str:
+    if minimum is not None and maximum is not None:
+        low, high = "(" if min_open else "[", ")" if max_open else "]"
+        return f"{noun} in {low}{minimum}, {maximum}{high}"
+    if minimum is not None:
+        return f"{noun} {'>' if min_open else '>='} {minimum}"
+    if maximum is not None:
+        return f"{noun} {'<' if max_open else '<='} {maximum}"
+    return noun
+
+
+def _in_range(value, minimum, maximum, min_open: bool, max_open: bool) -> bool:
+    if minimum is not None and (value <= minimum if min_open else value < minimum):
+        return False
+    return maximum is None or (value < maximum if max_open else value <= maximum)
+
+
+def read_int(
+    params: Mapping[str, Any],
+    where: str,
+    key: str,
+    default: Any = _NO_DEFAULT,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int:
+    """``params[key]`` (else ``default``) as an int in ``[minimum, maximum]``; a bool, a float
+    or a string is a SuiteError naming ``<where>.<key>``."""
+    value = _raw(params, key, default)
+    expected = _range_text("an integer", minimum, maximum, False, False)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or not _in_range(value, minimum, maximum, False, False)
+    ):
+        raise _bad(where, key, expected, value)
+    return value
+
+
+def read_float(
+    params: Mapping[str, Any],
+    where: str,
+    key: str,
+    default: Any = _NO_DEFAULT,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    min_open: bool = False,
+    max_open: bool = False,
+) -> float:
+    """``params[key]`` (else ``default``) as a finite float within the bounds (inclusive, or
+    exclusive with ``min_open`` / ``max_open``); an int is accepted, a bool or string is not."""
+    value = _raw(params, key, default)
+    expected = _range_text("a number", minimum, maximum, min_open, max_open)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not _in_range(value, minimum, maximum, min_open, max_open)
+    ):
+        raise _bad(where, key, expected, value)
+    return float(value)
+
+
+def read_bool(params: Mapping[str, Any], where: str, key: str, default: Any = _NO_DEFAULT) -> bool:
+    """``params[key]`` (else ``default``): only a real boolean; ``"maybe"`` or 1 is an error,
+    not silently true."""
+    value = _raw(params, key, default)
+    if not isinstance(value, bool):
+        raise _bad(where, key, "true or false", value)
+    return value
+
+
+def read_choice(
+    params: Mapping[str, Any], where: str, key: str, default: Any, choices: Sequence[str]
+) -> str:
+    """``params[key]`` (else ``default``): one of ``choices``."""
+    value = _raw(params, key, default)
+    if not isinstance(value, str) or value not in choices:
+        raise _bad(where, key, f"one of {', '.join(choices)}", value)
+    return value
+
+
+def read_str(
+    params: Mapping[str, Any], where: str, key: str, default: str | None = None
+) -> str | None:
+    """``params[key]`` (else ``default``): a string (a path, say), or None (null, or empty) for
+    "not set"."""
+    value = _raw(params, key, default)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise _bad(where, key, "a string (or null)", value)
+    return value
 
 
 def assign_named_tensors(

@@ -70,10 +70,26 @@ def records_table(records: list[dict]) -> pa.Table:
     return pa.Table.from_pydict(columns, schema=RECORD_SCHEMA)
 
 
+def check_output_file(path: str | Path) -> None:
+    """A SuiteError when ``path``, where an output file goes, is a directory."""
+    if Path(path).is_dir():
+        raise SuiteError(
+            f"{path}: is a directory, but the suite writes its output file there; move that "
+            "directory away (or pass another --out) and rerun"
+        )
+
+
 def _atomic_write(path: Path, write) -> None:
     """Write via a temp file in the same folder and rename: a kill never leaves a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    check_output_file(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise SuiteError(
+            f"{path}: cannot write here ({exc.strerror}); check the output folder (--out) and "
+            "its permissions"
+        ) from None
     os.close(fd)
     try:
         write(tmp)
@@ -98,15 +114,27 @@ def write_records(table: pa.Table, path: str | Path) -> None:
 def read_records(path: str | Path) -> pd.DataFrame:
     """Read a records parquet file, checking it has the record columns."""
     path = Path(path)
+    if path.is_dir():
+        raise SuiteError(
+            f"{path}: is a directory, not a records file; pass the records.parquet inside it"
+        )
     if not path.is_file():
         raise SuiteError(f"{path}: records file not found; run `spt evaluate` first")
+    # Often simply the wrong file (a manifest): say what is expected, never to delete it.
+    fix = "pass the records.parquet written by `spt evaluate` (or rerun it if that file is damaged)"
     try:
         frame = pq.read_table(path).to_pandas()
     except (pa.ArrowInvalid, OSError) as exc:
-        raise SuiteError(f"{path}: unreadable records file ({exc}); delete it and rerun") from None
+        text = str(exc).strip()
+        reason = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+        raise SuiteError(
+            f"{path}: not an `spt evaluate` records file (unreadable as parquet: {reason}); {fix}"
+        ) from None
     missing = [c for c in RECORD_COLUMNS if c not in frame.columns]
     if missing:
-        raise SuiteError(f"{path}: records lack columns {missing}; delete it and rerun")
+        raise SuiteError(
+            f"{path}: not an `spt evaluate` records file (no column(s) {', '.join(missing)}); {fix}"
+        )
     return frame
 
 

@@ -173,6 +173,8 @@ def load_official_spt(
     with both decoders starting from SAM's mask decoder, as the official loader does.
     """
     path = Path(path)
+    if path.is_dir():
+        raise SuiteError(f"{path}: is a directory; pass the official SPT checkpoint file")
     if not path.is_file():
         raise SuiteError(f"{path}: SPT checkpoint not found; check the path")
     official = read_state_dict(path)

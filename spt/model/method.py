@@ -22,24 +22,56 @@ from typing import Any
 import torch
 from torch import nn
 
-from spt.harness.method import Method, TrainingSample, assign_named_tensors
+from spt.errors import SuiteError
+from spt.harness.method import (
+    Method,
+    TrainingSample,
+    assign_named_tensors,
+    read_bool,
+    read_float,
+    read_int,
+)
 from spt.harness.prompts import Prompt
 from spt.model.convert import load_official_spt
 from spt.model.spt_model import SPTConfig, SPTModel, build_spt
 from spt.training.losses import default_loss_points, hq_sam_loss
 
+WHERE = "methods.spt"
+DECODER_BLOCKS = 2  # two-way transformer blocks in SAM's mask decoder, every backbone
+CONFIG_PARAMS = frozenset(
+    {"lora_rank", "lora_alpha", "lora_dropout", "relation_threshold", "relation_blocks"}
+    | {"gamma_init", "detach_draft"}
+)
+
 
 def spt_config_from(params: Mapping[str, Any]) -> SPTConfig:
-    blocks = params.get("relation_blocks")
+    """The model options in ``params``; a wrong type or range is a SuiteError naming the key."""
     return SPTConfig(
-        lora_rank=int(params.get("lora_rank", 8)),
-        lora_alpha=float(params.get("lora_alpha", 1.0)),
-        lora_dropout=float(params.get("lora_dropout", 0.0)),
-        relation_threshold=float(params.get("relation_threshold", 0.0)),
-        relation_blocks=None if blocks is None else tuple(int(b) for b in blocks),
-        gamma_init=float(params.get("gamma_init", 0.0)),
-        detach_draft=bool(params.get("detach_draft", True)),
+        lora_rank=read_int(params, WHERE, "lora_rank", 8, minimum=1),
+        lora_alpha=read_float(params, WHERE, "lora_alpha", 1.0, minimum=0, min_open=True),
+        lora_dropout=read_float(
+            params, WHERE, "lora_dropout", 0.0, minimum=0, maximum=1, max_open=True
+        ),
+        relation_threshold=read_float(params, WHERE, "relation_threshold", 0.0, minimum=0),
+        relation_blocks=_relation_blocks(params.get("relation_blocks")),
+        gamma_init=read_float(params, WHERE, "gamma_init", 0.0),
+        detach_draft=read_bool(params, WHERE, "detach_draft", True),
     )
+
+
+def _relation_blocks(value: Any) -> tuple[int, ...] | None:
+    """null (every block) or a list of two-way block indices."""
+    if value is None:
+        return None
+    valid = isinstance(value, list | tuple) and all(
+        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < DECODER_BLOCKS for b in value
+    )
+    if not valid or not value:
+        raise SuiteError(
+            f"{WHERE}.relation_blocks must be null (every block) or a non-empty list of block "
+            f"indices in 0..{DECODER_BLOCKS - 1}, got {value!r}; fix it in the params file"
+        )
+    return tuple(value)
 
 
 class SPTMethod(Method):
@@ -47,29 +79,33 @@ class SPTMethod(Method):
 
     name = "spt"
     stages = ("draft", "final")
+    known_params = CONFIG_PARAMS | {
+        "official_checkpoint", "init_seed", "draft_loss_weight", "final_loss_weight",
+        "loss_points", "loss_oversample", "loss_importance",
+    }  # fmt: skip
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
         config = spt_config_from(self.params)
-        official = self.params.get("official_checkpoint")
+        official = self.param_str("official_checkpoint")
+        seed = self.param_int("init_seed", 0, minimum=0)
+        self.loss_weights = (
+            self.param_float("draft_loss_weight", 1.0, minimum=0),
+            self.param_float("final_loss_weight", 1.0, minimum=0),
+        )
+        self.loss_points = self.param_int(
+            "loss_points", default_loss_points(self.spec.low_res_size), minimum=1
+        )
+        self.loss_oversample = self.param_float("loss_oversample", 3.0, minimum=1)
+        self.loss_importance = self.param_float("loss_importance", 0.75, minimum=0, maximum=1)
         if official:
             self.model: SPTModel = load_official_spt(
                 official, backbone, self.checkpoint, config, self.device
             )
         else:
-            seed = int(self.params.get("init_seed", 0))
             ckpt = None if self.checkpoint is None else str(self.checkpoint)
             self.model = build_spt(backbone, config, ckpt, self.device, seed)
         self.model.eval()
-        self.loss_weights = (
-            float(self.params.get("draft_loss_weight", 1.0)),
-            float(self.params.get("final_loss_weight", 1.0)),
-        )
-        self.loss_points = int(
-            self.params.get("loss_points", default_loss_points(self.spec.low_res_size))
-        )
-        self.loss_oversample = float(self.params.get("loss_oversample", 3.0))
-        self.loss_importance = float(self.params.get("loss_importance", 0.75))
 
     @property
     def network(self) -> nn.Module:

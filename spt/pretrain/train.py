@@ -9,11 +9,15 @@ parameter of SAM trains (:class:`spt.pretrain.model.PromptedSam`).
 Outputs in ``out_dir``:
 
 - ``tiny_sam.pth``: a plain SAM state_dict, loadable by ``spt.sam.load_sam("tiny", path)``;
-- ``pretrain_log.json``: the params and their fingerprint, loss per epoch, seconds spent, and
-  held-out zero-shot mIoU (natural scenes; industrial twins for information);
+- ``pretrain_log.json``: the params and their fingerprint, the checkpoint's sha256, loss per
+  epoch, seconds spent, and held-out zero-shot mIoU (natural scenes; industrial twins for
+  information);
 - ``state/last.pt``: the engine's per-epoch checkpoint (``resume=True`` continues from it).
 
-A rerun whose params fingerprint matches the log of an existing checkpoint does nothing.
+A rerun whose params fingerprint matches the log and whose checkpoint still has the sha256 the
+log recorded does nothing. A checkpoint that does not match (corrupt or replaced), or a log that
+cannot be read, is reported on stderr and pretraining runs again (with ``resume=True`` the
+checkpoint is rebuilt from ``state/last.pt`` without retraining).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -40,13 +45,31 @@ from spt.pretrain.natural import natural_scene
 from spt.pretrain.quality import HELDOUT_OFFSET, industrial_probe, natural_probe, probe_miou
 from spt.sam import build_sam, get_spec
 from spt.sam.backbones import SAM_PIXEL_MEAN, SAM_PIXEL_STD
-from spt.training.engine import TrainConfig, atomic_save, sample_key, train
+from spt.training.engine import (
+    TRAIN_RULES,
+    TrainConfig,
+    atomic_save,
+    check_settings,
+    sample_key,
+    train,
+)
 
 BACKBONE = "tiny"
 CHECKPOINT_NAME = "tiny_sam.pth"
 LOG_NAME = "pretrain_log.json"
 # Bump when the scene generator or the sample recipe changes, so old outputs are not reused.
 RECIPE_VERSION = 1
+# Validation rules (see spt.training.engine.check_settings): the engine's plus pretraining's own.
+PRETRAIN_RULES = {
+    **TRAIN_RULES,
+    "scenes": (True, 1, False),
+    "init_seed": (True, 0, False),
+    "loss_points": (True, 1, False),
+    "iou_loss_weight": (False, 0, False),
+    "heldout_scenes": (True, 0, False),
+    "industrial_probe_images": (True, 0, False),
+}
+PRETRAIN_FLAGS = {"scenes": "--scenes", "epochs": "--epochs", "seed": "--seed"}
 
 
 @dataclass(frozen=True)
@@ -79,20 +102,33 @@ class PretrainConfig:
     probe_modes: tuple[str, ...] = ("box", "points-1")
 
     def __post_init__(self) -> None:
-        if not 1 <= self.scenes < HELDOUT_OFFSET:
+        values = {key: getattr(self, key) for key in PRETRAIN_RULES}
+        check_settings(values, PRETRAIN_RULES, "pretrain", PRETRAIN_FLAGS, ("grad_clip",))
+        if self.scenes >= HELDOUT_OFFSET:
             raise SuiteError(
-                f"pretrain.scenes must lie in 1..{HELDOUT_OFFSET - 1}, got {self.scenes}"
+                f"pretrain.scenes / --scenes: expected 1..{HELDOUT_OFFSET - 1}, got {self.scenes}"
             )
-        if self.epochs < 1 or self.batch_size < 1:
-            raise SuiteError("pretrain.epochs and pretrain.batch_size must be >= 1")
+        if self.batch_size > self.scenes:
+            raise SuiteError(
+                f"pretrain.batch_size {self.batch_size} is larger than pretrain.scenes / --scenes "
+                f"{self.scenes}; lower pretrain.batch_size or raise pretrain.scenes / --scenes"
+            )
         if not self.prompt_modes:
             raise SuiteError("pretrain.prompt_modes is empty; name at least one prompt mode")
-        for mode in (*self.prompt_modes, *self.probe_modes):
-            validate_mode(mode)
+        for key in ("prompt_modes", "probe_modes"):
+            for mode in getattr(self, key):
+                if not isinstance(mode, str):
+                    raise SuiteError(f"pretrain.{key}: {mode!r} is not a prompt mode name")
+                validate_mode(mode)
 
     @classmethod
     def from_params(cls, section: dict[str, Any] | None, **overrides: Any) -> PretrainConfig:
         """Build from a params.yaml section; ``overrides`` that are None are ignored."""
+        if section is not None and not isinstance(section, dict):
+            raise SuiteError(
+                f"params pretrain: expected a mapping (key: value lines), got {section!r}; "
+                "fix the params file"
+            )
         values = dict(section or {})
         unknown = set(values) - set(cls.__dataclass_fields__)
         if unknown:
@@ -103,6 +139,11 @@ class PretrainConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         for key in ("prompt_modes", "probe_modes"):
             if key in values:
+                if not isinstance(values[key], list | tuple):  # tuple("box") would be letters
+                    raise SuiteError(
+                        f"pretrain.{key}: expected a list of prompt modes such as [box], "
+                        f"got {values[key]!r}"
+                    )
                 values[key] = tuple(values[key])
         try:
             return cls(**values)
@@ -222,20 +263,64 @@ def write_json_atomic(obj: Any, path: Path) -> None:
         raise
 
 
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def read_log(out_dir: Path) -> dict[str, Any] | None:
-    """The log of a finished run in ``out_dir``, or None when there is none (or it is broken)."""
-    try:
-        return json.loads((out_dir / LOG_NAME).read_text())
-    except (OSError, ValueError):
+    """The log of a finished run in ``out_dir``, or None when there is none; a log that cannot
+    be read or is not a JSON object is reported on stderr and counts as none."""
+    path = out_dir / LOG_NAME
+    if not path.exists():
         return None
+    try:
+        log = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        _warn(f"{path}: unreadable log ({type(exc).__name__}); treating the run as not finished")
+        return None
+    if not isinstance(log, dict):
+        _warn(f"{path}: not a pretraining log (a JSON object); treating the run as not finished")
+        return None
+    return log
+
+
+def _checkpoint_matches(log: dict[str, Any], path: Path) -> bool:
+    """Whether ``path`` is the checkpoint the log describes: its sha256 (recorded since the log
+    has one), else (an older log) that it loads as a state dict of tensors."""
+    recorded = log.get("checkpoint_sha256")
+    if recorded is not None:
+        return file_sha256(path) == recorded
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # any unreadable file: not the finished checkpoint
+        return False
+    return isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
 
 
 def finished_log(config: PretrainConfig, out_dir: Path) -> dict[str, Any] | None:
-    """The log of this config's finished run in ``out_dir`` (checkpoint present), else None."""
+    """The log of this config's finished run in ``out_dir`` (checkpoint present and the one the
+    log describes), else None."""
     log = read_log(out_dir)
     if log is None or log.get("fingerprint") != config.fingerprint():
         return None
-    return log if (out_dir / CHECKPOINT_NAME).is_file() else None
+    checkpoint = out_dir / CHECKPOINT_NAME
+    if not checkpoint.is_file():
+        return None
+    if not _checkpoint_matches(log, checkpoint):
+        _warn(
+            f"{checkpoint}: not the checkpoint {LOG_NAME} describes (corrupt or replaced); "
+            "pretraining again (with --resume: rebuilt from state/last.pt)"
+        )
+        return None
+    return log
 
 
 def probe_quality(sam: Sam, config: PretrainConfig, progress: bool = False) -> dict[str, Any]:
@@ -296,14 +381,14 @@ def pretrain(
         device=device,
         stop_after_epochs=stop_after_epochs,
         progress=progress,
+        start_over="rerun without --resume to start over",
     )
     train_seconds = time.perf_counter() - started
     if result.epochs_done < config.epochs:
         return {"epochs_done": result.epochs_done, "history": result.history, "finished": False}
     sam.eval()
-    atomic_save(
-        {k: v.detach().cpu() for k, v in sam.state_dict().items()}, out_dir / CHECKPOINT_NAME
-    )
+    checkpoint = out_dir / CHECKPOINT_NAME
+    atomic_save({k: v.detach().cpu() for k, v in sam.state_dict().items()}, checkpoint)
     started = time.perf_counter()
     quality = probe_quality(sam, config, progress)
     log = {
@@ -311,6 +396,7 @@ def pretrain(
         "fingerprint": config.fingerprint(),
         "params": asdict(config),
         "checkpoint": CHECKPOINT_NAME,
+        "checkpoint_sha256": file_sha256(checkpoint),  # a rerun checks the file against it
         "backbone": BACKBONE,
         "trainable_parameters": result.trainable_parameters,
         "steps": result.steps_done,

@@ -132,12 +132,13 @@ def trainable_parameters(train_root: Path, method: str, backbone: str) -> int | 
 
 
 def label_order(records: pd.DataFrame, reference: str) -> list[str]:
-    """Row order of tables and figures: zero-shot, the other baselines, then the reference."""
+    """Row order of tables and figures: zero-shot, the other baselines, then the reference;
+    each label once (with ``--reference-method zero_shot`` zero-shot comes last)."""
     labelled = with_method_labels(records)
     labels = sorted(labelled["label"].unique(), key=str)
     is_reference = labelled["method"] == reference
     reference_labels = sorted(labelled.loc[is_reference, "label"].unique(), key=str)
-    first = [label for label in labels if label == ZERO_SHOT]
+    first = [label for label in labels if label == ZERO_SHOT and label not in reference_labels]
     middle = [label for label in labels if label not in first and label not in reference_labels]
     return first + middle + reference_labels
 

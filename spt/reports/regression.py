@@ -56,6 +56,8 @@ DESCRIPTION = (
     "disappears. After an intended change, rewrite it with `spt regress --update` and commit."
 )
 _UPDATE_HINT = "fix it or regenerate it with `spt regress --update`"
+# The tolerance is set by hand and --update keeps it, so only a hand edit can repair it.
+_TOLERANCE_HINT = f'edit "tolerance" in the file, e.g. {json.dumps(DEFAULT_TOLERANCE)}'
 
 
 def _rounded(value) -> float | None:
@@ -115,8 +117,8 @@ def summarise_for_reference(records: pd.DataFrame) -> dict:
 def _checked_tolerance(tolerance, source: str) -> dict[str, float]:
     if not isinstance(tolerance, Mapping):
         raise SuiteError(
-            f'{source}: "tolerance" must be an object like {json.dumps(DEFAULT_TOLERANCE)}; '
-            + _UPDATE_HINT
+            f'{source}: "tolerance" must be an object like {json.dumps(DEFAULT_TOLERANCE)}, '
+            f"got {tolerance!r}; {_TOLERANCE_HINT}"
         )
     checked = {}
     for metric in REFERENCE_METRICS:
@@ -124,7 +126,7 @@ def _checked_tolerance(tolerance, source: str) -> dict[str, float]:
         if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
             raise SuiteError(
                 f'{source}: tolerance for "{metric}" must be a non-negative number, got '
-                f"{value!r}; {_UPDATE_HINT}"
+                f"{value!r}; {_TOLERANCE_HINT}"
             )
         checked[metric] = float(value)
     return checked
@@ -182,15 +184,35 @@ def load_reference(path: str | Path) -> dict:
     return document
 
 
+def kept_tolerance(path: str | Path) -> dict[str, float]:
+    """The tolerance an update of the reference at ``path`` keeps: its own, or the default when
+    there is nothing to keep (no file, not a JSON object, no "tolerance" key). A malformed
+    "tolerance" is a SuiteError: it was set by hand, so it is never silently reset."""
+    path = Path(path)
+    if not path.is_file():
+        return dict(DEFAULT_TOLERANCE)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return dict(DEFAULT_TOLERANCE)  # nothing readable to keep; the update rewrites it all
+    if not isinstance(document, dict) or "tolerance" not in document:
+        return dict(DEFAULT_TOLERANCE)
+    return _checked_tolerance(document["tolerance"], str(path))
+
+
 def write_reference(
-    path: str | Path, current: Mapping, tolerance: Mapping[str, float] = DEFAULT_TOLERANCE
+    path: str | Path, current: Mapping, tolerance: Mapping[str, float] | None = None
 ) -> Path:
     """Write ``current`` (from :func:`summarise_for_reference`) with ``tolerance`` to ``path``.
 
-    One metrics row per line, sorted, so a reviewed update shows as a line diff.
+    ``tolerance`` None keeps the one of the reference already at ``path`` (the default for a
+    new file). A reference whose tolerance is malformed is never overwritten (SuiteError),
+    whatever ``tolerance`` says: the hand-set values must be repaired, not lost. One metrics
+    row per line, sorted, so a reviewed update shows as a line diff.
     """
     path = Path(path)
-    checked = _checked_tolerance(tolerance, "tolerance")
+    kept = kept_tolerance(path)
+    checked = _checked_tolerance(kept if tolerance is None else tolerance, "tolerance")
     rows = sorted(_checked_rows(current.get("metrics"), "current metrics").values(), key=_sort_key)
     lines = [
         "{",

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import numbers
 import os
 import random
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,10 +40,71 @@ from tqdm import tqdm
 from spt.errors import SuiteError
 from spt.harness.method import assign_named_tensors
 
+# Validation rules of the optimisation knobs: key -> (integer?, lower bound, bound excluded?).
+TRAIN_RULES: dict[str, tuple[bool, float, bool]] = {
+    "epochs": (True, 1, False),
+    "batch_size": (True, 1, False),
+    "lr": (False, 0, True),
+    "weight_decay": (False, 0, False),
+    "lr_step_epochs": (True, 1, False),
+    "lr_gamma": (False, 0, True),
+    "warmup_steps": (True, 0, False),
+    "grad_clip": (False, 0, False),  # 0 or null: off
+    "seed": (True, 0, False),
+}
+TRAIN_FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "seed": "--seed"}
+
+
+def check_settings(
+    values: Mapping[str, Any],
+    rules: Mapping[str, tuple[bool, float, bool]],
+    prefix: str,
+    flags: Mapping[str, str] | None = None,
+    nullable: Sequence[str] = (),
+) -> None:
+    """Raise a one-line SuiteError naming ``<prefix>.<key>`` (and its flag) for the first value
+    of ``values`` that breaks its rule: wrong type (bools and text are not numbers), not finite,
+    or below the bound. Keys in ``nullable`` may also be None."""
+    flags = flags or {}
+    for key, (integer, low, strict) in rules.items():
+        value = values[key]
+        if value is None and key in nullable:
+            continue
+        kind = numbers.Integral if integer else numbers.Real
+        if (
+            isinstance(value, kind)
+            and not isinstance(value, bool)
+            and (integer or math.isfinite(value))
+            and (value > low if strict else value >= low)
+        ):
+            continue
+        name = f"{prefix}.{key}" + (f" / {flags[key]}" if key in flags else "")
+        what = "an integer" if integer else "a number"
+        bound = f"> {low:g}" if strict else f">= {low:g}"
+        off = " (or null: off)" if key in nullable else ""
+        raise SuiteError(f"{name}: expected {what} {bound}{off}, got {value!r}{_text_hint(value)}")
+
+
+def _text_hint(value: Any) -> str:
+    """For text that reads as a number (quoted, or YAML 1.1's 1e-3), how to write the number."""
+    if not isinstance(value, str):
+        return ""
+    try:
+        number = float(value)
+    except ValueError:
+        return ""
+    if not math.isfinite(number):
+        return ""
+    plain = str(int(number)) if number.is_integer() else repr(number)
+    return f" (text, not a number: write {plain})"
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimisation knobs (params.yaml ``train.*``); defaults follow the official SPT recipe."""
+    """Optimisation knobs (params.yaml ``train.*``); defaults follow the official SPT recipe.
+
+    Every knob is checked when the config is made: a bad value is a SuiteError naming its key.
+    """
 
     epochs: int = 16
     batch_size: int = 1  # global batch, split evenly over processes
@@ -50,9 +113,15 @@ class TrainConfig:
     lr_step_epochs: int = 10  # StepLR step (x gamma at epoch 10)
     lr_gamma: float = 0.1
     warmup_steps: int = 0  # linear warm-up of the lr (WeSAM uses 250)
-    grad_clip: float = 0.0  # 0: off
+    grad_clip: float | None = 0.0  # 0 or None: off
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific, part of the fingerprint
+
+    def __post_init__(self) -> None:
+        values = {key: getattr(self, key) for key in TRAIN_RULES}
+        check_settings(values, TRAIN_RULES, "train", TRAIN_FLAGS, nullable=("grad_clip",))
+        if not isinstance(self.extra, dict):
+            raise SuiteError(f"train extra: expected a mapping, got {self.extra!r}")
 
     def fingerprint(self) -> str:
         blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
@@ -139,6 +208,24 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
+_STATE_KEYS = ("epoch", "fingerprint", "trainable", "optimizer", "scheduler", "rng", "history")
+
+
+def _load_state(path: Path, start_over: str) -> dict[str, Any]:
+    """The resume state in ``path``; an unreadable or foreign file is a SuiteError (kept as is:
+    the user decides to start over, which replaces it)."""
+    fix = f"{start_over} (the file is then replaced)"
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, random bytes, unsafe pickle: the same one-line answer
+        raise SuiteError(
+            f"{path}: unreadable training state ({type(exc).__name__}); {fix}"
+        ) from None
+    if not isinstance(saved, dict) or any(key not in saved for key in _STATE_KEYS):
+        raise SuiteError(f"{path}: not a training state written by `spt train`; {fix}")
+    return saved
+
+
 def _lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """lr multiplier at optimizer step s: linear warm-up, then step decay by epoch."""
 
@@ -169,12 +256,14 @@ def train(
     device: torch.device | str = "cpu",
     stop_after_epochs: int | None = None,
     progress: bool = True,
+    start_over: str = "rerun with --restart to start over",
 ) -> TrainResult:
     """Train ``model`` on the samples ``make_sample(index, epoch)`` of ``image_ids``.
 
     ``make_sample`` must be a pure function of (index, epoch) and the config seed;
     ``collate`` turns this rank's share of a global batch into the model's ``batch`` argument.
     ``stop_after_epochs`` ends the run early (as if killed after that epoch's checkpoint).
+    ``start_over``: how the calling command discards a state that cannot be resumed.
     """
     out_dir = Path(out_dir)
     device = torch.device(device)
@@ -187,7 +276,7 @@ def train(
     if len(image_ids) < config.batch_size:
         raise SuiteError(
             f"only {len(image_ids)} training images for a batch of {config.batch_size}; "
-            "lower train.batch_size or add training data"
+            "lower train.batch_size / --batch-size or add training data"
         )
     model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -201,16 +290,22 @@ def train(
     start_epoch, history = 0, []
 
     if resume and state_path.is_file():
-        saved = torch.load(state_path, map_location="cpu", weights_only=True)
+        saved = _load_state(state_path, start_over)
         if saved["fingerprint"] != config.fingerprint():
             raise SuiteError(
-                f"{state_path}: saved by a run with other training params; rerun without "
-                "--resume to start over (or restore the params it was made with)"
+                f"{state_path}: saved by a run with other training params; {start_over} "
+                "(or restore the params it was made with)"
             )
         load_trainable_state(model, saved["trainable"], state_path)
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        _set_rng_state(saved["rng"])
+        try:
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            _set_rng_state(saved["rng"])
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            raise SuiteError(
+                f"{state_path}: damaged training state ({type(exc).__name__}); {start_over} "
+                "(the file is then replaced)"
+            ) from None
         start_epoch, history = saved["epoch"], saved["history"]
 
     wrapped: nn.Module = model
@@ -245,7 +340,7 @@ def train(
                 )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if config.grad_clip > 0:
+            if config.grad_clip:  # 0 or None: off
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             optimizer.step()
             scheduler.step()

@@ -7,11 +7,14 @@ Output folder (``work/train/<method>/<backbone>`` by default):
   ``torch.load(weights_only=True)``. ``spt evaluate --trained`` reads it.
 - ``state/last.pt``: the engine's resume state after the last finished epoch.
 - ``train_log.csv``: per-epoch mean losses and learning rate.
+- ``skipped_images.csv``: the training images left out because they admit no prompt (image id,
+  reason); only when there are any. Their count is also in ``trained.pt``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -30,6 +33,8 @@ from spt.training.samples import SampleOptions, TrainingSet
 
 TRAINED_FILE = "trained.pt"
 TRAINED_FORMAT = "spt-suite-trained/1"
+SKIPPED_FILE = "skipped_images.csv"
+SKIPPED_SHOWN = 3  # image ids named in the warning; the file lists them all
 
 
 def training_rows(
@@ -55,6 +60,13 @@ def training_rows(
             raise SuiteError(f"{path}: no train-split defect images; check data.train_fraction")
         rows = rows.copy()
         for column in ("image_path", "mask_path"):
+            blank = rows[column].astype(str).str.strip() == ""
+            if blank.any():
+                why = "mask_pixels > 0 but no" if column == "mask_path" else "no"
+                raise SuiteError(
+                    f"{path}: {rows.loc[blank, 'image_id'].iloc[0]} has {why} {column}; "
+                    "rerun `spt prepare`"
+                )
             rows[column] = [str(resolve_manifest_path(p, path.parent)) for p in rows[column]]
         frames.append(rows)
     if not frames:
@@ -104,6 +116,8 @@ def train_method(
     if not method.trainable:
         raise SuiteError(f"method {method.name!r} has no trainable parameters; nothing to train")
     dataset = TrainingSet(rows, method.spec, sample_options, device)
+    if is_main_process():
+        report_skipped(dataset, len(rows), out_dir)
     module = MethodModule(method)
     result = train(
         module, dataset.image_ids, dataset, _as_list, config, out_dir,
@@ -111,9 +125,31 @@ def train_method(
     )  # fmt: skip
     trained_path = out_dir / TRAINED_FILE
     if is_main_process() and result.epochs_done == config.epochs:
-        save_trained(method, trained_path, config, result)
+        summary = {
+            "skipped_images": len(dataset.skipped),
+            "jitter_fallbacks": len(dataset.jitter_fallbacks),
+        }
+        save_trained(method, trained_path, config, result, summary)
         pd.DataFrame(result.history).to_csv(out_dir / "train_log.csv", index=False)
     return trained_path, result
+
+
+def report_skipped(dataset: TrainingSet, total: int, out_dir: Path) -> None:
+    """Warn on stderr about the images training leaves out and list them in skipped_images.csv
+    (a stale list from an earlier run is removed when none are left out)."""
+    path = out_dir / SKIPPED_FILE
+    if not dataset.skipped:
+        path.unlink(missing_ok=True)
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(dataset.skipped, columns=["image_id", "reason"]).to_csv(path, index=False)
+    shown = "; ".join(f"{i} ({r})" for i, r in dataset.skipped[:SKIPPED_SHOWN])
+    more = ", ..." if len(dataset.skipped) > SKIPPED_SHOWN else ""
+    print(
+        f"warning: skipped {len(dataset.skipped)} of {total} training images that admit no "
+        f"prompt: {shown}{more}; all listed in {path}",
+        file=sys.stderr,
+    )
 
 
 def is_main_process() -> bool:
@@ -123,7 +159,14 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def save_trained(method: Method, path: Path, config: TrainConfig, result: TrainResult) -> None:
+def save_trained(
+    method: Method,
+    path: Path,
+    config: TrainConfig,
+    result: TrainResult,
+    summary: dict[str, int] | None = None,
+) -> None:
+    """``summary``: counts about the data (``skipped_images``, ``jitter_fallbacks``)."""
     atomic_save(
         {
             "format": TRAINED_FORMAT,
@@ -133,6 +176,7 @@ def save_trained(method: Method, path: Path, config: TrainConfig, result: TrainR
             "trainable_parameters": method.trainable_parameter_count(),
             "train_config": _plain(asdict(config)),
             "history": result.history,
+            **(summary or {}),
             "trained": method.trained_state(),
         },
         path,
@@ -142,6 +186,8 @@ def save_trained(method: Method, path: Path, config: TrainConfig, result: TrainR
 def load_trained(method: Method, path: str | Path) -> dict[str, Any]:
     """Load a ``trained.pt`` into ``method``, checking it was made for this method and backbone."""
     path = Path(path)
+    if path.is_dir():
+        raise SuiteError(f"{path}: is a directory; pass the trained.pt file that `spt train` wrote")
     if not path.is_file():
         raise SuiteError(f"{path}: trained checkpoint not found; run `spt train` first")
     try:

@@ -10,21 +10,29 @@ Per sample (defaults in params.yaml ``train.augment``):
 2. Horizontal flip with probability ``hflip``.
 3. Large-scale jitter with probability ``lsj_prob`` (scale in ``lsj_scale``). If the jitter
    crops the whole defect away, the un-jittered sample is used (a target without foreground
-   teaches nothing and admits no prompt).
+   teaches nothing and admits no prompt); such samples are counted in ``jitter_fallbacks``.
 4. A prompt mode drawn from ``prompt_modes``; the prompt is built from the augmented target with
    the harness's own prompt code, keyed by ``<image id>#<epoch>`` so it changes each epoch. A
    mode that cannot be built (a defect too small for 5 points) falls back to ``box``.
+
+Before training, :class:`TrainingSet` screens every row once: image and mask must have the same
+size (else a SuiteError, as in evaluation), and an image whose mask is empty, or whose defect
+vanishes at S x S (a few pixels in a large image), admits no prompt: it is left out and listed
+in ``skipped`` with the reason, so every epoch and every process sees the same set.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image, UnidentifiedImageError
 
+from spt.errors import SuiteError
 from spt.harness.evaluate import read_mask, read_rgb
 from spt.harness.method import TrainingSample
 from spt.harness.preprocess import InputFrame, mask_to_input, normalise_planes
@@ -47,20 +55,78 @@ class SampleOptions:
     lsj_scale: tuple[float, float] = (0.1, 2.0)
 
     def __post_init__(self) -> None:
+        if not self.prompt_modes:
+            raise SuiteError("train.prompt_modes is empty; name at least one prompt mode")
         for mode in self.prompt_modes:
+            if not isinstance(mode, str):
+                raise SuiteError(f"train.prompt_modes: {mode!r} is not a prompt mode name")
             validate_mode(mode)
+        for key in ("hflip", "lsj_prob"):
+            value = getattr(self, key)
+            if not _is_number(value) or not 0 <= value <= 1:
+                raise SuiteError(
+                    f"train.augment.{key}: expected a probability in [0, 1], got {value!r}"
+                )
+        scale = self.lsj_scale
+        if not (len(scale) == 2 and all(_is_number(v) for v in scale) and 0 < scale[0] <= scale[1]):
+            raise SuiteError(
+                f"train.augment.lsj_scale: expected [low, high] with 0 < low <= high, got {scale!r}"
+            )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """(H,W) 0/255 mask -> (size, size) 0/255 uint8, as evaluation resizes it."""
+    frame = InputFrame.for_image(mask.shape[0], mask.shape[1], size)
+    return np.where(mask_to_input(mask, frame) > 128, 255, 0).astype(np.uint8)
 
 
 def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(H,W,3) uint8 image and (H,W) 0/255 mask -> the same at (size, size), as evaluation does."""
-    frame = InputFrame.for_image(image.shape[0], image.shape[1], size)
     planes = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
     resized = torch.nn.functional.interpolate(
         planes, size=(size, size), mode="bilinear", align_corners=False
     )
     image_s = resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-    mask_s = np.where(mask_to_input(mask, frame) > 128, 255, 0).astype(np.uint8)
-    return image_s, mask_s
+    return image_s, resize_mask(mask, size)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) of an image file from its header, without decoding the pixels."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except FileNotFoundError:
+        raise SuiteError(f"{path}: image not found; rerun `spt prepare`") from None
+    except (UnidentifiedImageError, OSError) as exc:
+        raise SuiteError(f"{path}: unreadable image ({exc}); rerun `spt prepare`") from None
+    return height, width
+
+
+def check_same_size(row: pd.Series, image_hw: tuple[int, ...], mask_hw: tuple[int, ...]) -> None:
+    """A SuiteError (as evaluation raises) when an image and its mask differ in size."""
+    if tuple(image_hw[:2]) != tuple(mask_hw[:2]):
+        raise SuiteError(
+            f"{row['image_id']}: image {row['image_path']} is {image_hw[1]}x{image_hw[0]} but "
+            f"its mask {row['mask_path']} is {mask_hw[1]}x{mask_hw[0]}; rerun `spt prepare`"
+        )
+
+
+def unusable_reason(mask: np.ndarray, size: int) -> str | None:
+    """Why a training image admits no prompt at size x size (None: it does).
+
+    An empty mask (a stale file) is named as such, not as a defect lost in the resize.
+    """
+    if not (mask > 128).any():
+        return "mask is empty (no pixel above 128)"
+    try:  # the harness's own check and wording (a box ignores the seed, id and low-res size)
+        build_prompt("box", resize_mask(mask, size).astype(np.float32), 0, "screen", size // 4)
+    except PromptUnavailable as missing:
+        return missing.reason
+    return None
 
 
 def normalise(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -72,7 +138,10 @@ def normalise(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Te
 class TrainingSet:
     """The training split as a function (index, epoch) -> :class:`TrainingSample`.
 
-    ``rows``: manifest rows (image_id, image_path, mask_path), paths already resolved.
+    ``rows``: manifest rows (image_id, image_path, mask_path), paths already resolved. Rows that
+    admit no prompt are left out (``skipped``: (image id, reason) pairs); none left is a
+    SuiteError. ``jitter_fallbacks``: the (image id, epoch) samples built in this process whose
+    jitter lost the defect.
     """
 
     def __init__(
@@ -82,11 +151,31 @@ class TrainingSet:
         options: SampleOptions,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.rows = rows.reset_index(drop=True)
-        self.image_ids = list(self.rows["image_id"])
         self.spec = spec
         self.options = options
         self.device = torch.device(device)
+        rows = rows.reset_index(drop=True)
+        self.skipped: list[tuple[str, str]] = []
+        keep = []
+        for index, row in rows.iterrows():
+            mask = read_mask(Path(row["mask_path"]))
+            check_same_size(row, image_size(Path(row["image_path"])), mask.shape)
+            reason = unusable_reason(mask, spec.image_size)
+            if reason is None:
+                keep.append(index)
+            else:
+                self.skipped.append((str(row["image_id"]), reason))
+        if not keep:
+            first_id, first_reason = self.skipped[0]
+            raise SuiteError(
+                f"none of the {len(rows)} training images admits a prompt at "
+                f"{spec.image_size}x{spec.image_size} (e.g. {first_id}: {first_reason}); rerun "
+                "`spt prepare` if the masks are stale, else train on other datasets or on a "
+                "backbone with a larger input (--backbone)"
+            )
+        self.rows = rows.iloc[keep].reset_index(drop=True)
+        self.image_ids = list(self.rows["image_id"])
+        self.jitter_fallbacks: set[tuple[str, int]] = set()
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -96,11 +185,9 @@ class TrainingSet:
         image_id = str(row["image_id"])
         opts = self.options
         rng = np.random.default_rng(sample_key(opts.seed, image_id, epoch, "augment"))
-        image, mask = resize_pair(
-            read_rgb(Path(row["image_path"])),
-            read_mask(Path(row["mask_path"])),
-            self.spec.image_size,
-        )
+        image, mask = read_rgb(Path(row["image_path"])), read_mask(Path(row["mask_path"]))
+        check_same_size(row, image.shape, mask.shape)
+        image, mask = resize_pair(image, mask, self.spec.image_size)
         image, mask, _ = random_hflip(image, mask, rng, p=opts.hflip)
         if rng.random() < opts.lsj_prob:
             jittered, jittered_mask, _ = large_scale_jitter(
@@ -108,6 +195,8 @@ class TrainingSet:
             )
             if (jittered_mask > 128).any():
                 image, mask = jittered, jittered_mask
+            else:  # deterministic: the same (seed, image id, epoch) always falls back
+                self.jitter_fallbacks.add((image_id, epoch))
         mode = opts.prompt_modes[int(rng.integers(len(opts.prompt_modes)))]
         prompt_id = f"{image_id}#{epoch}"
         try:

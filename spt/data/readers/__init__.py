@@ -27,12 +27,16 @@ READERS: dict[str, LayoutReader] = {
 }
 
 
-def get_reader(layout: str) -> LayoutReader:
+def get_reader(layout: str, where: str = "") -> LayoutReader:
+    """The reader of ``layout``; ``where`` (e.g. ``my.yaml data.datasets.x.layout``) names the
+    setting in the error, which otherwise points at params.yaml."""
     try:
         return READERS[layout]
     except KeyError:
+        at = f"{where}: " if where else ""
+        fix = "set it to" if where else "in params.yaml use"
         raise SuiteError(
-            f"unknown dataset layout {layout!r}; use one of {', '.join(READERS)} in params.yaml"
+            f"{at}unknown dataset layout {layout!r}; {fix} one of {', '.join(READERS)}"
         ) from None
 
 

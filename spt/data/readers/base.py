@@ -52,34 +52,56 @@ def sorted_dirs(folder: Path) -> list[Path]:
     )
 
 
-def sorted_files(folder: Path) -> list[Path]:
+def sorted_files(folder: Path, issues: list[Issue] | None = None) -> list[Path]:
+    """Regular files by name (hidden ones left out). An entry that can not be read as a file (a
+    broken or looping link, a socket) or a folder named like an image (``x.png/``) is reported
+    to ``issues`` when given: nothing in a folder the layout reads is dropped silently. Pass
+    ``issues`` on one listing per folder only, so each entry is reported once."""
     if not folder.is_dir():
         return []
-    return sorted(
-        (p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")),
-        key=lambda p: p.name,
-    )
+    files = []
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if path.name.startswith("."):
+            continue
+        if path.is_file():
+            files.append(path)
+        elif issues is not None and (not path.is_dir() or is_image_file(path)):
+            issues.append(unreadable_entry_issue(path))
+    return files
 
 
 def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_SUFFIXES
 
 
-def image_files(folder: Path) -> list[Path]:
-    return [p for p in sorted_files(folder) if is_image_file(p)]
+def image_files(folder: Path, issues: list[Issue] | None = None) -> list[Path]:
+    return [p for p in sorted_files(folder, issues) if is_image_file(p)]
 
 
-def stem_index(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
+def unreadable_entry_issue(path: Path) -> Issue:
+    if path.is_symlink() and not path.exists():
+        reason, fix = "broken or looping link", "point the link at an existing file or delete it"
+    elif path.is_dir():
+        reason, fix = "a folder named like an image file", "rename it or replace it with the file"
+    else:
+        reason, fix = "not a regular file", "replace it with the file itself"
+    return Issue("skipped", "unreadable_entry", str(path), reason, fix)
+
+
+def stem_index(
+    folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES, issues: list[Issue] | None = None
+) -> dict[str, Path]:
     """``stem -> file`` for the files of ``folder`` with one of ``suffixes`` (any letter case).
 
     Built once per folder so pairing images with masks stays linear. Stems are compared whole
     (``Path.stem``), never by stripping characters off a name (``str.rstrip(".png")`` turns
     ``pong.png`` into ``po``). When two files share a stem, the earlier suffix in ``suffixes``
-    wins; the duplicate-id check reports such pairs among images.
+    wins; the duplicate-id check reports such pairs among images. ``issues``: as in
+    :func:`sorted_files`.
     """
     order = {s.lower(): i for i, s in enumerate(suffixes)}
     index: dict[str, Path] = {}
-    for path in sorted_files(folder):
+    for path in sorted_files(folder, issues):
         rank = order.get(path.suffix.lower())
         if rank is None:
             continue
@@ -116,10 +138,10 @@ class MasksByStem:
     reports every mask that no image claimed.
     """
 
-    def __init__(self, folder: Path, expected_suffixes: str) -> None:
+    def __init__(self, folder: Path, expected_suffixes: str, result: ScanResult) -> None:
         self.folder = folder
         self.expected_suffixes = expected_suffixes  # for the message, e.g. ".png or .bmp"
-        self.masks = stem_index(folder)
+        self.masks = stem_index(folder, issues=result.issues)
         self.used: set[str] = set()
 
     def mask_for(self, image: Path, result: ScanResult) -> Path | None:

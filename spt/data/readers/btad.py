@@ -37,10 +37,10 @@ class BTADReader(LayoutReader):
             if not ((category_dir / "train").is_dir() or (category_dir / "test").is_dir()):
                 result.issues.append(stray_folder_issue(category_dir, "train/ or test/"))
                 continue
-            masks = MasksByStem(category_dir / "ground_truth" / DEFECT, ".png or .bmp")
+            masks = MasksByStem(category_dir / "ground_truth" / DEFECT, ".png or .bmp", result)
             for split, folder in FOLDERS:
                 defect_type = DEFECT if folder == DEFECT else NORMAL
-                for path in image_files(category_dir / split / folder):
+                for path in image_files(category_dir / split / folder, result.issues):
                     mask = None
                     if defect_type == DEFECT:
                         mask = masks.mask_for(path, result)

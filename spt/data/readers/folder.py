@@ -10,10 +10,18 @@ There is no publisher split: the suite's protocol splits every stratum.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
-from spt.data.readers.base import LayoutReader, ScanResult, image_files, orphan_mask_issue
+from spt.data.issues import Issue
+from spt.data.readers.base import (
+    LayoutReader,
+    ScanResult,
+    image_files,
+    orphan_mask_issue,
+    unreadable_entry_issue,
+)
 from spt.data.records import NORMAL, ImageRecord, make_image_id
 from spt.errors import SuiteError
 
@@ -49,9 +57,12 @@ class FolderReader(LayoutReader):
         for folder in folders:
             relative_dir = folder.relative_to(images_dir)
             category = default_category if relative_dir == Path(".") else relative_dir.as_posix()
-            for path in image_files(folder):
+            listed: list[Issue] = []
+            for path in image_files(folder, listed):
                 mask = masks_dir / relative_dir / f"{path.stem}{suffix}.png"
-                has_mask = mask.is_file()
+                # A mask entry that is not a readable file (broken link) still claims the image:
+                # inspecting it reports the mask, where calling the image normal would mislabel it.
+                has_mask = os.path.lexists(mask)
                 if has_mask:
                     used_masks.add(mask)
                 result.records.append(
@@ -66,8 +77,14 @@ class FolderReader(LayoutReader):
                         label_from_mask=has_mask,
                     )
                 )
+            # Sub-folders are categories here (scanned above), whatever their name.
+            result.issues.extend(i for i in listed if not Path(i.path).is_dir())
         if masks_dir.is_dir():
             for mask in sorted(masks_dir.rglob("*.png"), key=lambda p: p.as_posix()):
-                if mask not in used_masks:
+                if mask in used_masks:
+                    continue
+                if mask.is_file():
                     result.issues.append(orphan_mask_issue(mask))
+                elif not (images_dir / mask.relative_to(masks_dir)).is_dir():  # not a category
+                    result.issues.append(unreadable_entry_issue(mask))
         return result

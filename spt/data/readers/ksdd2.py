@@ -39,7 +39,7 @@ class KSDD2Reader(LayoutReader):
         result = ScanResult()
         for split in ("train", "test"):
             folder = root / split
-            files = image_files(folder)
+            files = image_files(folder, result.issues)
             by_name = {p.name: p for p in files}
             for path in files:
                 if path.stem.endswith(MASK_SUFFIX):

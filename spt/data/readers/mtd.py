@@ -45,7 +45,7 @@ class MTDReader(LayoutReader):
                 continue
             normal = class_dir.name == NORMAL_CLASS
             defect_type = NORMAL if normal else class_dir.name.removeprefix(PREFIX).lower()
-            files = image_files(folder)
+            files = image_files(folder, result.issues)
             by_name = {p.name.lower(): p for p in files}
             image_stems = set()
             for path in files:

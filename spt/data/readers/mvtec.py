@@ -62,7 +62,7 @@ class MVTecReader(LayoutReader):
         defect_type = type_dir.name
         mask_dir = category_dir / "ground_truth" / defect_type
         masks = stem_index(mask_dir) if defect_type != NORMAL else {}
-        for path in sorted_files(type_dir):
+        for path in sorted_files(type_dir, result.issues):
             if not is_image_file(path):
                 result.issues.append(stray_file_issue(path, str(type_dir)))
                 continue
@@ -87,7 +87,7 @@ class MVTecReader(LayoutReader):
     def _report_orphan_masks(self, category_dir: Path, result: ScanResult) -> None:
         for mask_dir in sorted_dirs(category_dir / "ground_truth"):
             images = stem_index(category_dir / "test" / mask_dir.name)
-            for mask in image_files(mask_dir):
+            for mask in image_files(mask_dir, result.issues):
                 stem = mask.stem.removesuffix(MASK_SUFFIX)
                 if mask.stem == stem or stem not in images:
                     result.issues.append(orphan_mask_issue(mask))

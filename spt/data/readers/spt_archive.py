@@ -42,7 +42,7 @@ class SPTArchiveReader(LayoutReader):
         for category_dir in sorted_dirs(root):
             for split in ("train", "test"):
                 folder = category_dir / split
-                files = image_files(folder)
+                files = image_files(folder, result.issues)
                 by_stem = {p.stem: p for p in files if p.suffix.lower() == MASK_SUFFIX}
                 images = [p for p in files if p.suffix.lower() == IMAGE_SUFFIX]
                 for path in images:

@@ -47,9 +47,9 @@ class VisAReader(LayoutReader):
             images_dir = category_dir / "Data" / "Images"
             if not images_dir.is_dir():
                 continue
-            masks = MasksByStem(category_dir / "Data" / "Masks" / "Anomaly", ".png")
+            masks = MasksByStem(category_dir / "Data" / "Masks" / "Anomaly", ".png", result)
             for folder, defect_type in (("Normal", NORMAL), ("Anomaly", ANOMALY)):
-                for path in image_files(images_dir / folder):
+                for path in image_files(images_dir / folder, result.issues):
                     relative = path.relative_to(root).as_posix()
                     if listed is not None and relative not in listed:
                         result.issues.append(
