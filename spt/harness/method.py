@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import math
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
@@ -28,6 +27,14 @@ import torch
 
 from spt.errors import SuiteError
 from spt.harness.prompts import Prompt
+from spt.params import (
+    NO_DEFAULT,
+    read_bool,
+    read_choice,
+    read_float,
+    read_int,
+    read_str,
+)
 from spt.sam import get_spec
 from spt.sam.backbones import BackboneSpec
 
@@ -36,7 +43,6 @@ EXTRA_METHOD_MODULES = ("spt.model.method",)
 # Keys of methods.<name> that are not the method's own: `train` holds the per-method overrides of
 # train.* that `spt train` reads; `spt evaluate` passes the whole section, so methods skip it.
 PASSED_THROUGH_PARAMS = frozenset({"train"})
-_NO_DEFAULT = object()
 
 
 class Method(ABC):
@@ -91,15 +97,15 @@ class Method(ABC):
         """Where the params come from, for error messages: ``methods.<name>``."""
         return f"methods.{self.name}"
 
-    def param_int(self, key: str, default: Any = _NO_DEFAULT, **limits: Any) -> int:
+    def param_int(self, key: str, default: Any = NO_DEFAULT, **limits: Any) -> int:
         """``params[key]`` (else ``default``) as an int within ``limits`` (see :func:`read_int`)."""
         return read_int(self.params, self.params_key, key, default, **limits)
 
-    def param_float(self, key: str, default: Any = _NO_DEFAULT, **limits: Any) -> float:
+    def param_float(self, key: str, default: Any = NO_DEFAULT, **limits: Any) -> float:
         """``params[key]`` (else ``default``) as a finite float (see :func:`read_float`)."""
         return read_float(self.params, self.params_key, key, default, **limits)
 
-    def param_bool(self, key: str, default: Any = _NO_DEFAULT) -> bool:
+    def param_bool(self, key: str, default: Any = NO_DEFAULT) -> bool:
         """``params[key]`` (else ``default``): only a real ``true`` / ``false``."""
         return read_bool(self.params, self.params_key, key, default)
 
@@ -160,116 +166,6 @@ class Method(ABC):
         """Load weights saved by :meth:`trained_state`."""
         if state:
             raise NotImplementedError(f"method {self.name!r} has no trained state to load")
-
-
-# --- typed params readers: one-line SuiteErrors naming ``<where>.<key>`` --------------------
-
-
-def _raw(params: Mapping[str, Any], key: str, default: Any) -> Any:
-    value = params.get(key, default)
-    if value is _NO_DEFAULT:
-        raise TypeError(f"params key {key!r} has no default")
-    return value
-
-
-def _bad(where: str, key: str, expected: str, value: Any) -> SuiteError:
-    return SuiteError(f"{where}.{key} must be {expected}, got {value!r}; fix it in the params file")
-
-
-def _range_text(noun: str, minimum, maximum, min_open: bool, max_open: bool) -> str:
-    if minimum is not None and maximum is not None:
-        low, high = "(" if min_open else "[", ")" if max_open else "]"
-        return f"{noun} in {low}{minimum}, {maximum}{high}"
-    if minimum is not None:
-        return f"{noun} {'>' if min_open else '>='} {minimum}"
-    if maximum is not None:
-        return f"{noun} {'<' if max_open else '<='} {maximum}"
-    return noun
-
-
-def _in_range(value, minimum, maximum, min_open: bool, max_open: bool) -> bool:
-    if minimum is not None and (value <= minimum if min_open else value < minimum):
-        return False
-    return maximum is None or (value < maximum if max_open else value <= maximum)
-
-
-def read_int(
-    params: Mapping[str, Any],
-    where: str,
-    key: str,
-    default: Any = _NO_DEFAULT,
-    *,
-    minimum: int | None = None,
-    maximum: int | None = None,
-) -> int:
-    """``params[key]`` (else ``default``) as an int in ``[minimum, maximum]``; a bool, a float
-    or a string is a SuiteError naming ``<where>.<key>``."""
-    value = _raw(params, key, default)
-    expected = _range_text("an integer", minimum, maximum, False, False)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int)
-        or not _in_range(value, minimum, maximum, False, False)
-    ):
-        raise _bad(where, key, expected, value)
-    return value
-
-
-def read_float(
-    params: Mapping[str, Any],
-    where: str,
-    key: str,
-    default: Any = _NO_DEFAULT,
-    *,
-    minimum: float | None = None,
-    maximum: float | None = None,
-    min_open: bool = False,
-    max_open: bool = False,
-) -> float:
-    """``params[key]`` (else ``default``) as a finite float within the bounds (inclusive, or
-    exclusive with ``min_open`` / ``max_open``); an int is accepted, a bool or string is not."""
-    value = _raw(params, key, default)
-    expected = _range_text("a number", minimum, maximum, min_open, max_open)
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or not _in_range(value, minimum, maximum, min_open, max_open)
-    ):
-        raise _bad(where, key, expected, value)
-    return float(value)
-
-
-def read_bool(params: Mapping[str, Any], where: str, key: str, default: Any = _NO_DEFAULT) -> bool:
-    """``params[key]`` (else ``default``): only a real boolean; ``"maybe"`` or 1 is an error,
-    not silently true."""
-    value = _raw(params, key, default)
-    if not isinstance(value, bool):
-        raise _bad(where, key, "true or false", value)
-    return value
-
-
-def read_choice(
-    params: Mapping[str, Any], where: str, key: str, default: Any, choices: Sequence[str]
-) -> str:
-    """``params[key]`` (else ``default``): one of ``choices``."""
-    value = _raw(params, key, default)
-    if not isinstance(value, str) or value not in choices:
-        raise _bad(where, key, f"one of {', '.join(choices)}", value)
-    return value
-
-
-def read_str(
-    params: Mapping[str, Any], where: str, key: str, default: str | None = None
-) -> str | None:
-    """``params[key]`` (else ``default``): a string (a path, say), or None (null, or empty) for
-    "not set"."""
-    value = _raw(params, key, default)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str):
-        raise _bad(where, key, "a string (or null)", value)
-    return value
 
 
 def assign_named_tensors(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import numbers
 import os
 import random
 import tempfile
@@ -39,6 +38,7 @@ from tqdm import tqdm
 
 from spt.errors import SuiteError
 from spt.harness.method import assign_named_tensors
+from spt.params import is_number, range_text
 
 # Validation rules of the optimisation knobs: key -> (integer?, lower bound, bound excluded?).
 TRAIN_RULES: dict[str, tuple[bool, float, bool]] = {
@@ -70,19 +70,12 @@ def check_settings(
         value = values[key]
         if value is None and key in nullable:
             continue
-        kind = numbers.Integral if integer else numbers.Real
-        if (
-            isinstance(value, kind)
-            and not isinstance(value, bool)
-            and (integer or math.isfinite(value))
-            and (value > low if strict else value >= low)
-        ):
+        if is_number(value, integer, minimum=low, min_open=strict):
             continue
         name = f"{prefix}.{key}" + (f" / {flags[key]}" if key in flags else "")
-        what = "an integer" if integer else "a number"
-        bound = f"> {low:g}" if strict else f">= {low:g}"
+        expected = range_text("an integer" if integer else "a number", low, None, strict, False)
         off = " (or null: off)" if key in nullable else ""
-        raise SuiteError(f"{name}: expected {what} {bound}{off}, got {value!r}{_text_hint(value)}")
+        raise SuiteError(f"{name}: expected {expected}{off}, got {value!r}{_text_hint(value)}")
 
 
 def _text_hint(value: Any) -> str:
