@@ -8,6 +8,7 @@ has ``func`` set as default (``func(args) -> int``). Adding a subcommand touches
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import os
 import pkgutil
@@ -34,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"spt {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # Every subcommand's parser shows defaults and keeps hand-wrapped descriptions.
+    command_parser = functools.partial(argparse.ArgumentParser, formatter_class=HelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=command_parser)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"spt.commands.{info.name}")
         module.register(sub)

@@ -7,7 +7,7 @@ import sys
 
 import torch
 
-from spt.cli import build_parser, main
+from spt.cli import HelpFormatter, build_parser, main
 
 
 def test_help_lists_every_subcommand(capsys):
@@ -26,6 +26,7 @@ def test_every_subcommand_has_an_explaining_help():
         text = sub.format_help()
         assert len(sub.description or "") > 80, f"spt {name} --help explains too little"
         assert "usage: spt " + name in text
+        assert sub.formatter_class is HelpFormatter  # defaults shown, descriptions kept as wrapped
 
 
 def test_console_script_runs():

@@ -10,8 +10,6 @@ NAME = "backbones"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from spt.cli import HelpFormatter
-
     parser = sub.add_parser(
         NAME,
         help="list SAM backbones and the checkpoint each would load",
@@ -24,7 +22,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Nothing is loaded or hashed here; `spt backbones --verify` loads each existing file\n"
             "with the full checks (hash of published names, safe unpickling, architecture)."
         ),
-        formatter_class=HelpFormatter,
     )
     add_params_option(parser, "params file to read sam.* from")
     parser.add_argument(

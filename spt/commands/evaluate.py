@@ -22,7 +22,6 @@ NAME = "evaluate"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from spt.cli import HelpFormatter
     from spt.harness.prompts import DEFAULT_PROMPT_MODES
     from spt.harness.records import DEFAULT_OUT_ROOT
 
@@ -44,7 +43,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "mask_prompt_logit, datasets) and methods.<method>.* (the method's own params);\n"
             "options given here override them. Protocol details: docs/harness.md."
         ),
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("--method", default="zero_shot", help="registered method name")
     add_pipeline_options(parser)

@@ -14,8 +14,6 @@ PRINTED_ISSUES = 20  # per dataset; the saved reports hold every entry
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from spt.cli import HelpFormatter
-
     parser = sub.add_parser(
         NAME,
         help="read raw datasets, write manifests, normalised masks and a prepare report",
@@ -34,7 +32,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Exit status 1 when a present dataset could not be prepared at all, else 0.\n"
             "--synthetic prepares miniature synthetic twins (written by `spt synth`) instead."
         ),
-        formatter_class=HelpFormatter,
     )
     add_params_option(parser, "params file to read data.* from")
     parser.add_argument(

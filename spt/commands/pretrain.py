@@ -12,8 +12,6 @@ DEFAULT_OUT = "work/pretrain"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from spt.cli import HelpFormatter
-
     parser = sub.add_parser(
         NAME,
         help="pretrain the tiny SAM on synthetic natural-object scenes",
@@ -34,7 +32,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "checkpoint). A rerun with the same params finds the outputs and does nothing;\n"
             "--resume continues an interrupted run from its last finished epoch."
         ),
-        formatter_class=HelpFormatter,
     )
     add_params_option(parser, "params file with `pretrain:`")
     parser.add_argument("--out", default=DEFAULT_OUT, help="output folder")

@@ -15,7 +15,6 @@ RECORDS_FILE = "records.parquet"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from spt.cli import HelpFormatter
     from spt.reports.regression import DEFAULT_TOLERANCE
 
     tolerance = ", ".join(f"{m} {t:g}" for m, t in DEFAULT_TOLERANCE.items())
@@ -37,7 +36,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "--update rewrites the reference from the records, keeping its tolerance, after\n"
             "printing what changed; commit the file after reviewing the diff."
         ),
-        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--records",

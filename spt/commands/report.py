@@ -19,8 +19,6 @@ DEFAULTS = {
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from spt.cli import HelpFormatter
-
     parser = sub.add_parser(
         NAME,
         help="write the metric tables, significance tests, figures and their index",
@@ -49,7 +47,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Defaults come from params.yaml report.* (reference_method, seed, n_boot,\n"
             "figure_n_boot, examples); options given here override them."
         ),
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("--eval-root", default="work/eval", help="`spt evaluate` output root")
     parser.add_argument("--train-root", default="work/train", help="`spt train` output root")

@@ -11,8 +11,6 @@ NAME = "synth"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from spt.cli import HelpFormatter
-
     parser = sub.add_parser(
         NAME,
         help="write miniature synthetic copies of every dataset layout",
@@ -25,7 +23,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "is replaced; any other non-empty folder is refused. Prepare them with\n"
             "`spt prepare --synthetic <out>`."
         ),
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("--out", type=Path, default=Path("work/synthetic"), help="output folder")
     add_params_option(parser, "params file (for data.seed)")

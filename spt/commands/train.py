@@ -26,8 +26,6 @@ _CONFIG_KEYS = (
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from spt.cli import HelpFormatter
-
     parser = sub.add_parser(
         NAME,
         help="train SPT or a trainable baseline on the prepared training split",
@@ -47,7 +45,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Scale-out: torchrun --nproc_per_node N -m spt.cli train ... (DDP; gloo on CPU,\n"
             "nccl on CUDA); train.batch_size is the global batch, split over the processes."
         ),
-        formatter_class=HelpFormatter,
     )
     parser.add_argument("--method", default="spt", help="registered method name")
     add_pipeline_options(parser)
