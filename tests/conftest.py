@@ -45,3 +45,14 @@ def synthetic_prepared(tmp_path_factory) -> Path:
     )  # fmt: skip
     assert code == 0
     return prepared
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: bitwise comparisons need one fixed reduction order."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
