@@ -306,7 +306,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
     check_output_file(records_path)  # before any work, not after it
     parts_dir = config.out_dir / "parts"
     part_files: list[Path] = []
-    cached: dict[Path, pa.Table] = {}  # chunks of an earlier run, read and checked
+    cached: dict[Path, tuple[pa.Table, dict]] = {}  # earlier runs' chunks: records, examples
     method: Method | None = None
     for dataset, manifest_dir, manifest_hash, rows in plans:
         chunks = [
@@ -316,11 +316,11 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
         for chunk in chunks:
             part = parts_dir / _part_name(config, dataset, manifest_hash, list(chunk["image_id"]))
             part_files.append(part)
-            table = _cached_part(part) if part.exists() else None
-            if table is None:
+            earlier = _cached_part(part) if part.exists() else None
+            if earlier is None:
                 todo.append((chunk, part))
             else:
-                cached[part] = table
+                cached[part] = earlier
         if not todo:
             continue
         if method is None:
@@ -366,12 +366,14 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
                 _save_examples(evaluator.kept, _examples_part(part))
                 write_records(records_table(records), part)
 
-    merged = pa.concat_tables([cached[p] if p in cached else _read_part(p) for p in part_files])
+    merged = pa.concat_tables([cached[p][0] if p in cached else _read_part(p) for p in part_files])
     write_records(merged, records_path)
     write_summary(merged.to_pandas(), config.out_dir)
     examples: dict[str, np.ndarray] = {}
     for part in part_files:
-        if _examples_part(part).is_file():
+        if part in cached:
+            examples.update(cached[part][1])
+        elif _examples_part(part).is_file():
             examples.update(read_examples(_examples_part(part)))
     _save_examples(examples, config.out_dir / "examples.npz")
     return records_path
@@ -395,8 +397,9 @@ def _read_part(part: Path) -> pa.Table:
     return table
 
 
-def _cached_part(part: Path) -> pa.Table | None:
-    """The records of a chunk an earlier run wrote, or None when it must be recomputed.
+def _cached_part(part: Path) -> tuple[pa.Table, dict[str, np.ndarray]] | None:
+    """The records and examples of a chunk an earlier run wrote, or None when it must be
+    recomputed.
 
     Parts are the suite's own cache, so a damaged one (an interrupted copy, a full disk, a
     file from another version) is no reason to stop: it is moved aside, never deleted, with a
@@ -408,14 +411,15 @@ def _cached_part(part: Path) -> pa.Table | None:
     except Exception as exc:  # any way of being unreadable: pyarrow, OSError, wrong columns
         _set_aside(part, exc)
         return None
-    examples = _examples_part(part)
-    if examples.exists():
+    examples_path = _examples_part(part)
+    examples: dict[str, np.ndarray] = {}
+    if examples_path.exists():
         try:
-            read_examples(examples)
+            examples = read_examples(examples_path)
         except Exception as exc:  # zip, numpy or key errors of a damaged archive
-            _set_aside(examples, exc)
+            _set_aside(examples_path, exc)
             return None
-    return table
+    return table, examples
 
 
 def _set_aside(path: Path, exc: Exception) -> None:
