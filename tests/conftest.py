@@ -8,7 +8,7 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
-FIXTURE_PATH = SHARED_DIR / "fixtures" / "official_spt_tiny.pt"
+FIXTURE_PATH = REPO_ROOT / "tests" / "fixtures" / "official_spt_tiny.pt"
 MTD_DIR = SHARED_DIR / "datasets" / "mtd"
 
 
@@ -21,7 +21,8 @@ def require_shared(path: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def fixture_path() -> Path:
-    return require_shared(FIXTURE_PATH)
+    """The official-code parity fixture, committed in tests/fixtures/: never skipped."""
+    return FIXTURE_PATH
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Metric parity with the official SPT code (shared fixture) and an independent reference."""
+"""Metric parity with the official SPT code (the parity fixture) and an independent reference."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from spt.harness.preprocess import InputFrame, logits_to_original
 
 @pytest.fixture(scope="module")
 def official(fixture_path):
-    """The official parity fixture; skipped (conftest) when ../shared is absent."""
+    """The official parity fixture, tests/fixtures/official_spt_tiny.pt."""
     return torch.load(fixture_path, weights_only=True)
 
 

@@ -29,7 +29,7 @@ L = 32  # tiny's mask-prompt side
 
 @pytest.fixture(scope="module")
 def official(fixture_path):
-    """The official parity fixture; skipped (conftest) when ../shared is absent."""
+    """The official parity fixture, tests/fixtures/official_spt_tiny.pt."""
     return torch.load(fixture_path, weights_only=True)
 
 

@@ -1,13 +1,16 @@
-"""Parity of SPTModel with the official SAM-SPT code, on ../shared/fixtures/official_spt_tiny.pt.
+"""Parity of SPTModel with the official SAM-SPT code, on tests/fixtures/official_spt_tiny.pt.
 
-The fixture holds an official tiny SPT state_dict (r=4, lora_alpha=1) and the official outputs of
-four cases. Our model loads that state_dict strictly through the converter and must reproduce the
-draft and final low-res logits and the IoU predictions within 1e-5 (the official code's own
-train-vs-eval difference is up to 4.3e-6), and the relation within 1e-7. Skipped when ../shared
-is absent.
+The fixture (a copy of ../shared/fixtures/official_spt_tiny.pt, see tests/fixtures/README.md)
+holds an official tiny SPT state_dict (r=4, lora_alpha=1) and the official outputs of four cases.
+Our model loads that state_dict strictly through the converter and must reproduce the draft and
+final low-res logits and the IoU predictions within 1e-5 (the official code's own train-vs-eval
+difference is up to 4.3e-6), and the relation within 1e-7.
 """
 
 from __future__ import annotations
+
+import hashlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +22,26 @@ from spt.model.relation import tokens_of, visual_relation
 ATOL = 1e-5
 RELATION_ATOL = 1e-7
 FIXTURE_CONFIG = {"lora_rank": 4, "lora_alpha": 1.0}
+FIXTURE_SHA256 = "dad31c1873b013266bbed597c58427e3e2c3c12919ca3150a629e10b10d87d19"
+SHARED_ORIGINAL = Path(__file__).resolve().parents[2] / "shared/fixtures/official_spt_tiny.pt"
+
+
+def sha256_of(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
+
+
+def test_fixture_is_the_recorded_file(fixture_path):
+    """The committed bytes, not a Git LFS pointer or a re-saved copy (tests/fixtures/README.md)."""
+    assert sha256_of(fixture_path) == FIXTURE_SHA256
+
+
+def test_fixture_equals_the_shared_original(fixture_path):
+    if not SHARED_ORIGINAL.exists():
+        pytest.skip(
+            f"{SHARED_ORIGINAL} is absent (../shared ships only with the project's machines)"
+        )
+    assert sha256_of(fixture_path) == sha256_of(SHARED_ORIGINAL)
 
 
 @pytest.fixture(scope="module")
