@@ -58,7 +58,11 @@ def _suite_bin(session: nox.Session) -> Path:
 
 def _run_in_suite(session: nox.Session, *args: str, **kwargs) -> None:
     bin_dir = _suite_bin(session)
-    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+    env = {
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        # same bits on every x86-64 CPU unless the caller opts out: SPT_NUMERICS=native nox ...
+        "SPT_NUMERICS": os.environ.get("SPT_NUMERICS", "portable"),
+    }
     env.update(kwargs.pop("env", {}))
     session.run(str(bin_dir / args[0]), *args[1:], external=True, env=env, **kwargs)
 

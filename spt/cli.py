@@ -55,6 +55,13 @@ def os_error_line(exc: OSError) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from spt.numerics import NumericsError, check_mode
+
+    try:
+        check_mode()  # a bad $SPT_NUMERICS / $SPT_THREADS stops every command up front
+    except NumericsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:

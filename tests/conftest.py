@@ -6,6 +6,13 @@ from pathlib import Path
 
 import pytest
 
+# spt before torch / NumPy: importing it pins the CPU numerics (spt/numerics.py) of the tests
+# and of every process they start; the thread count is fixed too.
+import spt  # noqa: F401  isort: skip
+from spt import numerics
+
+numerics.apply_threads()
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = REPO_ROOT.parent / "shared"
 FIXTURE_PATH = REPO_ROOT / "tests" / "fixtures" / "official_spt_tiny.pt"

@@ -26,13 +26,12 @@ mask_sha256    sha256 of the raw mask file (empty for normal images)
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from spt.atomic import replace_atomically
 from spt.errors import SuiteError
 
 MASKS_DIR = "masks"  # normalised masks live in <manifest folder>/masks/; such paths are relative
@@ -74,16 +73,13 @@ def write_manifest(frame: pd.DataFrame, path: str | Path) -> None:
     if missing:
         raise ValueError(f"manifest frame lacks columns {missing}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     frame = frame[MANIFEST_COLUMNS].sort_values("image_id", kind="stable")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
+
+    def write(tmp: str) -> None:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
             frame.to_csv(handle, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    replace_atomically(path, write)
 
 
 def mask_entry(image_id: str) -> str:

@@ -7,12 +7,11 @@ Saved per dataset as ``<prepared>/<dataset>/report.json`` and for the whole run 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from spt.atomic import write_text_atomically
 from spt.data.issues import ACTIONS, Issue
 
 STATUSES = ("prepared", "missing", "failed")
@@ -66,15 +65,7 @@ class DatasetReport:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text)
 
 
 def to_json(reports: list[DatasetReport]) -> str:

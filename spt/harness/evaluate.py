@@ -32,6 +32,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from spt import numerics
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.method import Method, build_method
@@ -51,6 +52,7 @@ from spt.harness.records import (
     STATUS_NO_PROMPT,
     STATUS_OK,
     check_output_file,
+    read_numerics,
     records_table,
     write_records,
     write_summary,
@@ -304,6 +306,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
 
     records_path = config.out_dir / "records.parquet"
     check_output_file(records_path)  # before any work, not after it
+    run_numerics = numerics.describe(config.device)
     parts_dir = config.out_dir / "parts"
     part_files: list[Path] = []
     cached: dict[Path, tuple[pa.Table, dict]] = {}  # earlier runs' chunks: records, examples
@@ -364,11 +367,12 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
                     bar.update(1)
                 # Examples first: the records part marks the chunk as done.
                 _save_examples(evaluator.kept, _examples_part(part))
-                write_records(records_table(records), part)
+                write_records(records_table(records), part, run_numerics)
 
     merged = pa.concat_tables([cached[p][0] if p in cached else _read_part(p) for p in part_files])
-    write_records(merged, records_path)
-    write_summary(merged.to_pandas(), config.out_dir)
+    merged_numerics = _merged_numerics(run_numerics, part_files)
+    write_records(merged, records_path, merged_numerics)
+    write_summary(merged.to_pandas(), config.out_dir, numerics.summary_line(merged_numerics))
     examples: dict[str, np.ndarray] = {}
     for part in part_files:
         if part in cached:
@@ -377,6 +381,22 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
             examples.update(read_examples(_examples_part(part)))
     _save_examples(examples, config.out_dir / "examples.npz")
     return records_path
+
+
+def _merged_numerics(run_numerics: dict, part_files: list[Path]) -> dict:
+    """The numerics of the merged records: this run's, unless chunks cached by an earlier run
+    were computed under other numerics (a resume on another machine), which is then said."""
+    others = []
+    for part in part_files:
+        saved = read_numerics(part)
+        if saved is None or numerics.mismatches(saved, run_numerics):
+            others.append(part.name)
+    if not others:
+        return run_numerics
+    return {
+        **run_numerics,
+        "mode": f"mixed ({len(others)} chunk(s) computed under other or unknown numerics)",
+    }
 
 
 def _examples_part(part: Path) -> Path:

@@ -25,15 +25,15 @@ reason          str      why the prompt could not be built; empty when ok
 
 from __future__ import annotations
 
+import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from spt.atomic import replace_atomically
 from spt.errors import SuiteError
 from spt.harness.metrics import METRIC_NAMES, mean_by, mean_over_datasets
 
@@ -82,33 +82,36 @@ def check_output_file(path: str | Path) -> None:
 def _atomic_write(path: Path, write) -> None:
     """Write via a temp file in the same folder and rename: a kill never leaves a partial file."""
     check_output_file(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise SuiteError(
-            f"{path}: cannot write here ({exc.strerror}); check the output folder (--out) and "
-            "its permissions"
-        ) from None
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp creates 0600; use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_atomically(path, write)
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+NUMERICS_KEY = b"spt_numerics"
 
 
-def write_records(table: pa.Table, path: str | Path) -> None:
-    """Write a records table as parquet, atomically."""
+def write_records(table: pa.Table, path: str | Path, numerics: dict | None = None) -> None:
+    """Write a records table as parquet, atomically. ``numerics`` (:func:`spt.numerics.describe`
+    of the run) goes into the file's schema metadata; :func:`read_numerics` reads it back."""
+    if numerics is not None:
+        metadata = {**(table.schema.metadata or {}), NUMERICS_KEY: json.dumps(numerics).encode()}
+        table = table.replace_schema_metadata(metadata)
     _atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
+def read_numerics(path: str | Path) -> dict | None:
+    """The numerics a records file was computed with; None for a file written without them
+    (by an older version of the suite)."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise SuiteError(f"{path}: unreadable records file ({exc}); rerun `spt evaluate`") from None
+    raw = metadata.get(NUMERICS_KEY)
+    if raw is None:
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise SuiteError(f"{path}: damaged numerics metadata; rerun `spt evaluate`") from None
+    return value if isinstance(value, dict) else None
 
 
 def read_records(path: str | Path) -> pd.DataFrame:
@@ -188,11 +191,16 @@ def _markdown_table(frame: pd.DataFrame) -> str:
     return "\n".join([header, rule, *body])
 
 
-def write_summary(records: pd.DataFrame, folder: str | Path) -> pd.DataFrame:
-    """Write ``summary.csv`` and ``summary.md`` into ``folder`` atomically; return the table."""
+def write_summary(
+    records: pd.DataFrame, folder: str | Path, numerics_line: str | None = None
+) -> pd.DataFrame:
+    """Write ``summary.csv`` and ``summary.md`` into ``folder`` atomically; return the table.
+    ``numerics_line`` (:func:`spt.numerics.summary_line`) heads summary.md."""
     folder = Path(folder)
     summary = summarise(records)
     _atomic_write(folder / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     text = summary_markdown(summary)
+    if numerics_line:
+        text = f"Numbers {numerics_line}.\n\n{text}"
     _atomic_write(folder / "summary.md", lambda tmp: Path(tmp).write_text(text))
     return summary

@@ -25,9 +25,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,9 +35,11 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
+from spt.atomic import write_text_atomically
 from spt.data.stable_random import stable_rng
 from spt.errors import SuiteError
 from spt.harness.prompts import PromptUnavailable, build_prompt, validate_mode
+from spt.numerics import describe
 from spt.pretrain.model import PromptedSam
 from spt.pretrain.natural import natural_scene
 from spt.pretrain.quality import HELDOUT_OFFSET, industrial_probe, natural_probe, probe_miou
@@ -251,16 +251,7 @@ def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def write_json_atomic(obj: Any, path: Path) -> None:
     """JSON to a temp file in the same folder, then rename: never a partial log."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(obj, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def _warn(message: str) -> None:
@@ -405,6 +396,7 @@ def pretrain(
         "train_seconds": round(train_seconds, 2),
         "probe_seconds": round(time.perf_counter() - started, 2),
         "torch_threads": torch.get_num_threads(),
+        "numerics": describe(str(device)),  # where these bits come from (spt/numerics.py)
         "quality": quality,
     }
     write_json_atomic(log, out_dir / LOG_NAME)

@@ -31,7 +31,8 @@ import torch
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.evaluate import read_examples, read_mask, read_rgb
-from spt.harness.records import read_records
+from spt.harness.records import read_numerics, read_records
+from spt.numerics import summary_line
 from spt.reports.aggregate import MEAN_OVER_DATASETS, seed_spread
 from spt.reports.figures import OverlayRow, bar_chart, overlay_grid
 from spt.reports.records import scorable, with_method_labels
@@ -109,6 +110,21 @@ def load_records(eval_root: Path) -> pd.DataFrame:
             f"{eval_root}: the records files hold no rows; rerun `spt evaluate` (or `dvc repro`)"
         )
     return records
+
+
+def numerics_line(eval_root: Path) -> str:
+    """One sentence on where the records' numbers come from (spt/numerics.py)."""
+    files = sorted(Path(eval_root).rglob(RECORDS_FILE))
+    lines = {
+        summary_line(n) if n else "with unrecorded numerics" for n in map(read_numerics, files)
+    }
+    if len(lines) == 1:
+        return f"Numbers {lines.pop()}."
+    shown = "; ".join(sorted(lines))
+    return (
+        f"Numbers made under {len(lines)} different numerics ({shown}): bit-level "
+        "comparisons between these records do not hold."
+    )
 
 
 def trainable_parameters(train_root: Path, method: str, backbone: str) -> int | None:
@@ -422,6 +438,8 @@ def index_markdown(
         f"{len(records)} records; methods {names('method')}; backbones {names('backbone')}; "
         f"datasets {names('dataset')}; prompt modes {names('prompt_mode')}; seeds "
         f"{names('seed')}.",
+        "",
+        numerics_line(config.eval_root),
         "",
         f"## Headline: mean IoU over datasets, {HEADLINE_MODE} prompts",
         "",

@@ -22,6 +22,7 @@ from segment_anything.modeling import (
 )
 
 from spt.errors import SuiteError
+from spt.sam.portable import use_exact_kernels
 
 SAM_PIXEL_MEAN = (123.675, 116.28, 103.53)
 SAM_PIXEL_STD = (58.395, 57.12, 57.375)
@@ -142,7 +143,9 @@ def build_sam(name: str, seed: int = 0) -> Sam:
 
     Published backbones go through segment_anything's registry; ``tiny`` is assembled from the
     same modules. ``seed`` fixes the random initialisation (it matters only when no checkpoint is
-    loaded afterwards, as for ``tiny``). The global RNG state is restored afterwards.
+    loaded afterwards, as for ``tiny``). The global RNG state is restored afterwards. Its
+    ``LayerNorm2d`` modules use the exact square root of :mod:`spt.sam.portable`, so the model
+    computes the same bits on every CPU.
     """
     spec = get_spec(name)
     with torch.random.fork_rng(devices=[]):
@@ -151,7 +154,7 @@ def build_sam(name: str, seed: int = 0) -> Sam:
             sam = sam_model_registry[name](checkpoint=None)
         else:
             sam = _assemble(spec)
-    return sam.eval()
+    return use_exact_kernels(sam).eval()
 
 
 def _assemble(spec: BackboneSpec) -> Sam:

@@ -28,6 +28,7 @@ from torch import nn
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.method import Method, TrainingSample
+from spt.numerics import describe
 from spt.training.engine import TrainConfig, TrainResult, atomic_save, train
 from spt.training.samples import SampleOptions, TrainingSet
 
@@ -129,7 +130,7 @@ def train_method(
             "skipped_images": len(dataset.skipped),
             "jitter_fallbacks": len(dataset.jitter_fallbacks),
         }
-        save_trained(method, trained_path, config, result, summary)
+        save_trained(method, trained_path, config, result, summary, describe(str(device)))
         pd.DataFrame(result.history).to_csv(out_dir / "train_log.csv", index=False)
     return trained_path, result
 
@@ -165,8 +166,10 @@ def save_trained(
     config: TrainConfig,
     result: TrainResult,
     summary: dict[str, int] | None = None,
+    numerics: dict | None = None,
 ) -> None:
-    """``summary``: counts about the data (``skipped_images``, ``jitter_fallbacks``)."""
+    """``summary``: counts about the data (``skipped_images``, ``jitter_fallbacks``);
+    ``numerics``: :func:`spt.numerics.describe` of the run (where its bits come from)."""
     atomic_save(
         {
             "format": TRAINED_FORMAT,
@@ -177,6 +180,7 @@ def save_trained(
             "train_config": _plain(asdict(config)),
             "history": result.history,
             **(summary or {}),
+            "numerics": numerics or describe(),
             "trained": method.trained_state(),
         },
         path,
