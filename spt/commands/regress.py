@@ -1,4 +1,7 @@
-"""``spt regress``: compare evaluation metrics with the committed reference (CI's regression check)."""
+"""``spt regress``: compare evaluation metrics with the committed reference (CI's check).
+
+Bit-for-bit within a tolerance when the numerics match the reference's, else within its seed
+spread (see :mod:`spt.reports.regression`)."""
 
 from __future__ import annotations
 
@@ -15,26 +18,37 @@ RECORDS_FILE = "records.parquet"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from spt.reports.regression import DEFAULT_TOLERANCE
+    from spt.reports.regression import DEFAULT_TOLERANCE, REFERENCE_SEEDS_COMMAND, SPREAD_K
 
     tolerance = ", ".join(f"{m} {t:g}" for m, t in DEFAULT_TOLERANCE.items())
     parser = sub.add_parser(
         NAME,
-        help="fail when metrics move beyond the committed reference's tolerance",
+        help="fail when metrics move beyond the committed reference (tolerance or seed spread)",
         description=(
             "Summarise evaluation records (mean IoU and boundary IoU and the number of scorable\n"
-            "records per method, backbone, prompt mode, stage and dataset, plus the unweighted\n"
-            "mean over datasets) and compare them with a committed reference file.\n"
+            "records per method, backbone, prompt mode, stage and dataset, per seed, plus the\n"
+            "unweighted mean over datasets) and compare them with a committed reference file.\n"
             "Inputs: --records, parquet files written by `spt evaluate` or folders searched\n"
-            f"recursively for {RECORDS_FILE}; --reference, the JSON reference.\n"
-            "Output: the rows that differ (metric beyond its absolute tolerance in either\n"
-            "direction, n changed, row missing or new) with both values, then a summary line.\n"
+            f"recursively for {RECORDS_FILE}; --reference, the JSON reference. The numerics the\n"
+            "records were computed with are read from their files (all must agree).\n"
+            "Mode: with the reference's numerics (bit-identical: same fingerprint, see `spt\n"
+            "numerics`) each row is compared with the reference's values for the same seeds\n"
+            "within the absolute tolerance; with other or unknown numerics (another CPU in\n"
+            "native mode, no FMA, other library builds) a first line says so and each row's\n"
+            "mean is compared with the reference's mean over its seeds within\n"
+            f"max(tolerance, {SPREAD_K} x the seed-to-seed sd pooled over prompt modes), which\n"
+            "needs a reference of at least 2 seeds. n is compared exactly in both modes.\n"
+            "Output: the rows that differ (metric beyond the allowed difference in either\n"
+            "direction, n changed, row missing or new) with both values, then a summary line\n"
+            "naming the mode.\n"
             "Exit status: 0 when everything matches, 1 on any difference, 2 on bad input\n"
-            "(e.g. a missing or malformed reference).\n"
+            "(e.g. a missing or malformed reference, a seed the reference lacks).\n"
             'The tolerance is stated in the reference file under "tolerance" (written as\n'
             f"{tolerance} when a reference is first created); edit it there.\n"
-            "--update rewrites the reference from the records, keeping its tolerance, after\n"
-            "printing what changed; commit the file after reviewing the diff."
+            "--update rewrites the reference from the records (their seeds, per-seed values and\n"
+            "numerics), keeping its tolerance, after printing what changed; make it from 3 seeds\n"
+            f"(`{REFERENCE_SEEDS_COMMAND}`, then `spt regress --records work/eval\n"
+            "--update`) so other platforms can be checked, and commit it after reviewing the diff."
         ),
     )
     parser.add_argument(
@@ -79,8 +93,10 @@ def read_all_records(paths: list[str]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _update(reference_path: Path, current: dict) -> int:
+def _update(reference_path: Path, current: dict, numerics: dict) -> int:
     from spt.reports.regression import (
+        MIN_SPREAD_SEEDS,
+        REFERENCE_SEEDS_COMMAND,
         check_regression,
         kept_tolerance,
         load_reference,
@@ -94,20 +110,44 @@ def _update(reference_path: Path, current: dict) -> int:
         except SuiteError as exc:
             print(f"previous reference unusable ({exc}); rewriting it, keeping its tolerance")
         else:
-            result = check_regression(current, previous)
-            print(result.diff_table() or "no metric changed beyond the tolerance")
-    write_reference(reference_path, current)  # keeps the file's own tolerance
-    print(f"updated {reference_path}: {len(current['metrics'])} rows; review and commit it")
+            try:
+                result = check_regression(current, previous, numerics)
+            except SuiteError as exc:
+                print(f"not compared with the previous reference: {exc}")
+            else:
+                changes = result.diff_table() or "no metric changed beyond the allowed difference"
+                print("\n".join(part for part in (result.note, changes) if part))
+    write_reference(reference_path, current, numerics=numerics)  # keeps the file's tolerance
+    seeds = current["seeds"]
+    print(
+        f"updated {reference_path}: {len(current['metrics'])} rows, seed(s) "
+        f"{', '.join(map(str, seeds))}; review and commit it"
+    )
+    if len(seeds) < MIN_SPREAD_SEEDS:
+        print(
+            f"note: with {len(seeds)} seed this reference can be checked only with the same "
+            f"numerics; for other platforms make it from 3 seeds (`{REFERENCE_SEEDS_COMMAND}`)"
+        )
     return 0
 
 
 def run(args: argparse.Namespace) -> int:
-    from spt.reports.regression import check_regression, load_reference, summarise_for_reference
+    from spt.harness.records import read_numerics, read_records
+    from spt.reports.regression import (
+        check_regression,
+        common_numerics,
+        load_reference,
+        summarise_for_reference,
+    )
 
-    current = summarise_for_reference(read_all_records(args.records))
+    files = records_files(args.records)
+    records = pd.concat([read_records(path) for path in files], ignore_index=True)
+    current = summarise_for_reference(records)
+    per_file = [(path, read_numerics(path)) for path in files]
     reference_path = Path(args.reference)
     if args.update:
-        return _update(reference_path, current)
-    result = check_regression(current, load_reference(reference_path))
+        return _update(reference_path, current, common_numerics(per_file, for_update=True))
+    numerics = common_numerics(per_file)
+    result = check_regression(current, load_reference(reference_path), numerics)
     print(result.report())
     return 0 if result.passed else 1
