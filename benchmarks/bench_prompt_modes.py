@@ -30,12 +30,11 @@ import pandas as pd
 import pytest
 import torch
 
+from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import read_manifest
 from spt.harness.evaluate import (
     EvaluationConfig,
     ImageEvaluator,
-    read_mask,
-    read_rgb,
     select_images,
 )
 from spt.harness.method import build_method

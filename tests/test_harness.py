@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ from PIL import Image
 from sklearn.metrics import jaccard_score
 
 import baselines.zero_shot as zero_shot
+from spt import codegraph
 from spt.cli import main
+from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import read_manifest
 from spt.errors import SuiteError
 from spt.harness import method as method_module
@@ -21,8 +24,6 @@ from spt.harness.evaluate import (
     EvaluationConfig,
     ImageEvaluator,
     evaluate,
-    read_mask,
-    read_rgb,
     select_images,
 )
 from spt.harness.method import Method, available_methods, build_method, register_method
@@ -137,6 +138,36 @@ def test_rerun_resumes_and_dataset_order_does_not_matter(prepared, tmp_path, cou
         first[metrics].sort_values(key).reset_index(drop=True),
         swapped[metrics].sort_values(key).reset_index(drop=True),
     )
+
+
+def test_a_change_to_the_code_that_shapes_records_recomputes_the_chunks(
+    prepared, tmp_path, count_encodes, monkeypatch
+):
+    config = config_for(prepared, tmp_path / "eval", limit=1)
+    evaluate(config, progress=False)
+    first = len(count_encodes)
+    # The digest reads the source from codegraph.repository_root(): point it at a copy of the
+    # suite's code, then edit the copy as a developer would edit the checkout.
+    code = tmp_path / "code"
+    for package in codegraph.PACKAGES:
+        shutil.copytree(
+            codegraph.repository_root() / package,
+            code / package,
+            ignore=shutil.ignore_patterns("__pycache__"),
+        )
+    monkeypatch.setattr(codegraph, "repository_root", lambda: code)
+    evaluate(config, progress=False)
+    assert len(count_encodes) == first  # same code: cached chunks reused
+    with open(code / "spt" / "reports" / "tables.py", "a") as handle:
+        handle.write("\n# a change to code evaluation does not run\n")
+    evaluate(config, progress=False)
+    assert len(count_encodes) == first
+    for changed in ("spt/harness/metrics.py", "baselines/zero_shot.py"):
+        with open(code / changed, "a") as handle:
+            handle.write("\n# a change to code that shapes the records\n")
+        before = len(count_encodes)
+        evaluate(config, progress=False)
+        assert len(count_encodes) == before + 2, changed  # one image per dataset recomputed
 
 
 def test_limit_and_a_changed_seed_are_separate_work(prepared, tmp_path, count_encodes):
@@ -294,11 +325,11 @@ def test_corrupt_image_is_a_one_line_error(prepared, tmp_path, capsys):
 
 
 def test_examples_keep_the_same_images_for_every_method(tmp_path):
+    from spt.artifacts import read_examples
     from spt.harness.evaluate import (
         EvaluationConfig,
         evaluate,
         example_ids,
-        read_examples,
         select_images,
     )
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 from scipy import ndimage
@@ -19,8 +18,6 @@ from spt.harness.metrics import (
     ground_truth_mask,
     iou,
     mask_boundary,
-    mean_by,
-    mean_over_datasets,
     prediction_mask,
 )
 from spt.harness.preprocess import InputFrame, logits_to_original
@@ -140,45 +137,3 @@ def test_round_half_to_even_dilation():
     assert boundary_dilation(75, 100) == 2  # 0.02 * 125 = 2.5
     assert boundary_dilation(125, 300) == 6  # 0.02 * 325 = 6.5
     assert boundary_dilation(10, 12) == 1  # 0.3 -> clamped to 1
-
-
-# --- aggregation ---
-
-
-def _records(rows):
-    frame = pd.DataFrame(
-        rows,
-        columns=["dataset", "category", "prompt_mode", "stage", "iou", "biou", "dice", "status"],
-    )
-    return frame
-
-
-def test_mean_per_dataset_then_unweighted_over_datasets():
-    nan = float("nan")
-    rows = [
-        ("big", "a", "box", "final", 0.2, 0.1, 0.3, "ok"),
-        ("big", "a", "box", "final", 0.4, 0.3, 0.5, "ok"),
-        ("big", "b", "box", "final", 0.6, 0.5, 0.7, "ok"),
-        ("big", "b", "box", "final", nan, nan, nan, "no_prompt"),
-        ("small", "c", "box", "final", 1.0, 0.9, 0.8, "ok"),
-    ]
-    records = _records(rows)
-    per_dataset = mean_by(records, ["dataset", "prompt_mode", "stage"])
-    big = per_dataset.loc[("big", "box", "final")]
-    assert big["iou"] == pytest.approx((0.2 + 0.4 + 0.6) / 3)
-    assert (big["n_ok"], big["n_no_prompt"]) == (3, 1)
-    overall = mean_over_datasets(per_dataset, ["prompt_mode", "stage"]).loc[("box", "final")]
-    # each dataset counts once: (mean(big) + mean(small)) / 2, not the image mean
-    assert overall["iou"] == pytest.approx(((0.2 + 0.4 + 0.6) / 3 + 1.0) / 2)
-    assert overall["biou"] == pytest.approx(((0.1 + 0.3 + 0.5) / 3 + 0.9) / 2)
-    assert (overall["n_ok"], overall["n_no_prompt"], overall["n_datasets"]) == (4, 1, 2)
-    per_category = mean_by(records, ["dataset", "category", "prompt_mode", "stage"])
-    assert per_category.loc[("big", "b", "box", "final"), "dice"] == pytest.approx(0.7)
-
-
-def test_group_without_scored_images_has_nan_means():
-    records = _records(
-        [("d", "a", "points-5", "final", float("nan"), float("nan"), float("nan"), "no_prompt")]
-    )
-    row = mean_by(records, ["dataset", "prompt_mode", "stage"]).iloc[0]
-    assert math.isnan(row["iou"]) and row["n_ok"] == 0 and row["n_no_prompt"] == 1

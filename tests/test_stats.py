@@ -12,6 +12,7 @@ from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
 from spt.errors import SuiteError
+from spt.harness.records import RECORD_COLUMNS
 from spt.reports.paired_stats import (
     BETTER,
     NO_DIFFERENCE,
@@ -24,7 +25,6 @@ from spt.reports.paired_stats import (
     verdict,
     wilcoxon_signed_rank,
 )
-from spt.reports.records import RECORD_COLUMNS
 from spt.reports.stats import COMPARE_COLUMNS, compare, seed_spread
 
 
@@ -54,6 +54,7 @@ def record(
         "biou": iou if status == "ok" else np.nan,
         "dice": iou if status == "ok" else np.nan,
         "seconds": 0.01,
+        "encode_seconds": 0.05,
         "status": status,
         "reason": "" if status == "ok" else "empty mask",
     }

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spt.reports.records import RECORD_COLUMNS
+from spt.harness.records import RECORD_COLUMNS
 from spt.reports.stats import compare
 from spt.reports.tables import (
     INVALID_COLUMN,
@@ -66,6 +66,7 @@ def record(
         "biou": biou,
         "dice": iou,
         "seconds": 0.02,
+        "encode_seconds": 0.05,
         "status": status,
         "reason": "",
     }

@@ -15,11 +15,12 @@ import pandas as pd
 import pytest
 import torch
 
+from spt.artifacts import load_trained
 from spt.cli import main
 from spt.errors import SuiteError
 from spt.harness.method import build_method
 from spt.sam import get_spec
-from spt.training.run import load_trained, training_rows
+from spt.training.run import training_rows
 from spt.training.samples import SampleOptions, TrainingSet
 
 ROOT = Path(__file__).resolve().parents[1]

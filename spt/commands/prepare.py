@@ -66,9 +66,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from spt.artifacts import write_text_atomically
     from spt.data.config import parse_data_config
     from spt.data.prepare import prepare_all
-    from spt.data.report import to_json, to_markdown, write_text_atomic
+    from spt.data.report import to_json, to_markdown
     from spt.errors import SuiteError
 
     # Options left out are absent (SUPPRESS) so --help shows where their defaults come from.
@@ -100,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     out_root = chosen["out"] or config.prepared_root
     reports = prepare_all(config, chosen["datasets"], out_root, chosen["workers"])
     if chosen["datasets"] is None:  # a partial run must not overwrite the full run's summary
-        write_text_atomic(out_root / "prepare_report.json", to_json(reports))
-        write_text_atomic(
+        write_text_atomically(out_root / "prepare_report.json", to_json(reports))
+        write_text_atomically(
             out_root / "prepare_report.md", to_markdown(reports, config.seed, config.train_fraction)
         )
     _print_summary(reports, out_root)

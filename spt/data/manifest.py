@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from spt.atomic import replace_atomically
+from spt.artifacts import replace_atomically
 from spt.errors import SuiteError
 
 MASKS_DIR = "masks"  # normalised masks live in <manifest folder>/masks/; such paths are relative

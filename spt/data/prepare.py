@@ -18,13 +18,14 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
+from spt.artifacts import write_text_atomically
 from spt.data.config import DataConfig, DatasetConfig
 from spt.data.inspect import Outcome, inspect_record
 from spt.data.issues import Issue
 from spt.data.manifest import MASKS_DIR, resolve_manifest_path, write_manifest
 from spt.data.readers import get_reader
 from spt.data.records import ImageRecord
-from spt.data.report import DatasetReport, to_json, write_text_atomic
+from spt.data.report import DatasetReport, to_json
 from spt.data.roots import diagnose_root
 from spt.data.split import assign_splits
 from spt.errors import SuiteError
@@ -165,7 +166,7 @@ def prepare_dataset(
         report.issues.extend(scan.issues)
         _build_manifest(config, scan.records, out_dir, seed, fraction, executor, report)
     report.seconds = time.perf_counter() - start
-    write_text_atomic(out_dir / REPORT, to_json([report]))
+    write_text_atomically(out_dir / REPORT, to_json([report]))
     return report
 
 

@@ -9,9 +9,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from spt.atomic import write_text_atomically
 from spt.data.issues import ACTIONS, Issue
 
 STATUSES = ("prepared", "missing", "failed")
@@ -62,10 +60,6 @@ class DatasetReport:
             "counts": {c: dict(sorted(t.items())) for c, t in sorted(self.counts.items())},
             "issues": [issue.as_dict() for issue in ordered],
         }
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    write_text_atomically(path, text)
 
 
 def to_json(reports: list[DatasetReport]) -> str:

@@ -7,9 +7,10 @@ becomes a ``no_prompt`` record with its reason.
 
 Resume: images are processed in chunks (per dataset, in image-id order); each finished chunk is
 written atomically under ``<out>/parts/`` with a name that hashes everything its results depend
-on (method, backbone, checkpoint file, params, seed, modes, protocol, manifest, image ids). A rerun
-skips chunks whose file exists, then merges the chunks into ``records.parquet`` (atomically) and
-writes ``summary.csv`` / ``summary.md``.
+on (method, backbone, checkpoint file, params, seed, modes, protocol, manifest, image ids, and
+:func:`record_code_digest`, the source of the code that turns them into records). A rerun skips
+chunks whose file exists, then merges the chunks into ``records.parquet`` (atomically) and writes
+``summary.csv`` / ``summary.md``.
 """
 
 from __future__ import annotations
@@ -29,13 +30,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from spt import numerics
+from spt import codegraph, numerics
+from spt.artifacts import load_trained, read_examples, save_examples
+from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
-from spt.harness.method import Method, build_method
+from spt.harness.method import Method, build_method, method_class
 from spt.harness.metrics import MaskScorer
 from spt.harness.preprocess import InputFrame, image_to_input, logits_to_original, mask_to_input
 from spt.harness.prompts import (
@@ -55,8 +57,8 @@ from spt.harness.records import (
     read_numerics,
     records_table,
     write_records,
-    write_summary,
 )
+from spt.harness.summary import write_summary
 
 DEFAULT_PREPARED_ROOT = Path("work/prepared")
 
@@ -100,27 +102,6 @@ def select_images(manifest: pd.DataFrame, limit: int | None = None) -> pd.DataFr
         & (manifest["mask_pixels"] > 0)
     ].sort_values("image_id", kind="stable")
     return chosen if limit is None else chosen.head(limit)
-
-
-def _read_image(path: Path, mode: str, what: str) -> np.ndarray:
-    """Image file -> uint8 array in PIL ``mode``; a missing or unreadable file is a SuiteError."""
-    try:
-        with Image.open(path) as image:
-            return np.array(image.convert(mode))
-    except FileNotFoundError:
-        raise SuiteError(f"{path}: {what} not found; rerun `spt prepare`") from None
-    except (UnidentifiedImageError, OSError) as exc:
-        raise SuiteError(f"{path}: unreadable {what} ({exc}); rerun `spt prepare`") from None
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """Image file -> uint8 (H,W,3)."""
-    return _read_image(path, "RGB", "image")
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """Normalised mask file -> uint8 (H,W) 0/255."""
-    return _read_image(path, "L", "mask")
 
 
 def _synchronise(device: torch.device) -> None:
@@ -221,30 +202,6 @@ def example_ids(image_ids: Sequence[str], seed: int, count: int) -> set[str]:
     return set(sorted(image_ids, key=key)[:count])
 
 
-def _save_examples(kept: dict[str, np.ndarray], path: Path) -> None:
-    """Atomically write the kept masks, bit-packed, with their shapes."""
-    arrays = {}
-    for key, mask in kept.items():
-        arrays[f"{key}|bits"] = np.packbits(mask.astype(bool))
-        arrays[f"{key}|shape"] = np.asarray(mask.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def read_examples(path: str | Path) -> dict[str, np.ndarray]:
-    """``examples.npz`` of an evaluation -> {"<image id>|<mode>|<stage>": bool (H,W)}."""
-    with np.load(path) as data:
-        keys = {k.rsplit("|", 1)[0] for k in data.files}
-        return {
-            k: np.unpackbits(data[f"{k}|bits"])[: int(np.prod(data[f"{k}|shape"]))]
-            .reshape(tuple(data[f"{k}|shape"]))
-            .astype(bool)
-            for k in keys
-        }
-
-
 def _no_prompt(base: dict, mode: str, stage: str, reason: str) -> dict:
     nan = float("nan")
     return base | {
@@ -271,9 +228,19 @@ def _checkpoint_identity(checkpoint: str | None) -> dict:
     }
 
 
-def _part_name(config: EvaluationConfig, dataset: str, manifest_hash: str, ids: Sequence[str]):
+def record_code_digest(method: str) -> str:
+    """sha256 of the source of this module, everything it imports, and the module defining
+    ``method`` with everything that imports (:func:`spt.codegraph.source_digest`): prompts,
+    input protocol, metrics, record layout and the method's model code."""
+    return codegraph.source_digest([__name__, method_class(method).__module__])
+
+
+def _part_name(
+    config: EvaluationConfig, dataset: str, manifest_hash: str, ids: Sequence[str], code: str
+) -> str:
     """File name of one chunk: dataset plus a hash of what its records depend on."""
     identity = asdict(config)
+    identity["code"] = code
     for key in ("datasets", "limit", "out_root", "prepared_roots", "chunk_size", "device"):
         identity.pop(key)  # change neither the prompts nor the metrics of a given image
     identity["checkpoint"] = _checkpoint_identity(config.checkpoint)
@@ -303,6 +270,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
                 f"{manifest_path}: no test-split defect images with a non-empty mask to evaluate"
             )
         plans.append((dataset, manifest_path.parent, manifest_hash, rows))
+    code = record_code_digest(config.method)
 
     records_path = config.out_dir / "records.parquet"
     check_output_file(records_path)  # before any work, not after it
@@ -317,7 +285,8 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
         ]
         todo = []
         for chunk in chunks:
-            part = parts_dir / _part_name(config, dataset, manifest_hash, list(chunk["image_id"]))
+            ids = list(chunk["image_id"])
+            part = parts_dir / _part_name(config, dataset, manifest_hash, ids, code)
             part_files.append(part)
             earlier = _cached_part(part) if part.exists() else None
             if earlier is None:
@@ -335,8 +304,6 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
                 params=config.method_params,
             )
             if config.trained is not None:
-                from spt.training.run import load_trained
-
                 load_trained(method, config.trained)
             evaluator = ImageEvaluator(method, config)
         bar = tqdm(
@@ -366,7 +333,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
                     )
                     bar.update(1)
                 # Examples first: the records part marks the chunk as done.
-                _save_examples(evaluator.kept, _examples_part(part))
+                save_examples(evaluator.kept, _examples_part(part))
                 write_records(records_table(records), part, run_numerics)
 
     merged = pa.concat_tables([cached[p][0] if p in cached else _read_part(p) for p in part_files])
@@ -379,7 +346,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
             examples.update(cached[part][1])
         elif _examples_part(part).is_file():
             examples.update(read_examples(_examples_part(part)))
-    _save_examples(examples, config.out_dir / "examples.npz")
+    save_examples(examples, config.out_dir / "examples.npz")
     return records_path
 
 

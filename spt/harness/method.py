@@ -38,7 +38,9 @@ from spt.params import (
 from spt.sam import get_spec
 from spt.sam.backbones import BackboneSpec
 
-# Modules outside `baselines` that define methods; skipped while they do not exist yet.
+# The package whose every module may define methods (one file per baseline).
+METHOD_PACKAGE = "baselines"
+# Modules outside it that define methods; skipped while they do not exist yet.
 EXTRA_METHOD_MODULES = ("spt.model.method",)
 # Keys of methods.<name> that are not the method's own: `train` holds the per-method overrides of
 # train.* that `spt train` reads; `spt evaluate` passes the whole section, so methods skip it.
@@ -245,10 +247,10 @@ def _discover() -> None:
     global _discovered
     if _discovered:
         return
-    import baselines
-
-    for info in sorted(pkgutil.iter_modules(baselines.__path__), key=lambda m: m.name):
-        _register_module(importlib.import_module(f"baselines.{info.name}"))
+    # by name, as plug-ins: the harness sits below the methods (spt.codegraph's layers)
+    package = importlib.import_module(METHOD_PACKAGE)
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        _register_module(importlib.import_module(f"{METHOD_PACKAGE}.{info.name}"))
     for name in EXTRA_METHOD_MODULES:
         try:
             module = importlib.import_module(name)

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import pandas as pd
 
 BOUNDARY_DILATION_RATIO = 0.02
 METRIC_NAMES = ("iou", "biou", "dice")
@@ -127,31 +126,3 @@ class MaskScorer:
     def score(self, pred: np.ndarray) -> dict[str, float]:
         """All metrics of one prediction: {'iou', 'biou', 'dice'}."""
         return {"iou": self.iou(pred), "biou": self.boundary_iou(pred), "dice": self.dice(pred)}
-
-
-def mean_by(records: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Mean of each metric per group of ``keys`` over the scored (status 'ok') records.
-
-    Returns one row per group with the metric means, ``n_ok`` and ``n_no_prompt``; a group with
-    no scored image has NaN means.
-    """
-    scored = records[records["status"] == "ok"]
-    means = scored.groupby(keys, sort=True, dropna=False)[list(METRIC_NAMES)].mean()
-    counts = records.assign(
-        n_ok=records["status"] == "ok", n_no_prompt=records["status"] == "no_prompt"
-    )
-    counts = counts.groupby(keys, sort=True, dropna=False)[["n_ok", "n_no_prompt"]].sum()
-    return counts.join(means, how="left")[list(METRIC_NAMES) + ["n_ok", "n_no_prompt"]]
-
-
-def mean_over_datasets(per_dataset: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Unweighted mean of per-dataset means (the official headline number), per group of ``keys``.
-
-    ``per_dataset`` is :func:`mean_by` output indexed by ``["dataset", *keys]``; each dataset
-    counts once, whatever its number of images. Counts are summed.
-    """
-    frame = per_dataset.reset_index()
-    means = frame.groupby(keys, sort=True)[list(METRIC_NAMES)].mean()
-    counts = frame.groupby(keys, sort=True)[["n_ok", "n_no_prompt"]].sum()
-    datasets = frame.groupby(keys, sort=True)["dataset"].nunique().rename("n_datasets")
-    return means.join(counts).join(datasets)

@@ -1,4 +1,4 @@
-"""Per-image evaluation records: the schema, atomic parquet I/O and the summary tables.
+"""Per-image evaluation records: the one schema (reports read it too) and atomic parquet I/O.
 
 One record per (method, backbone, seed, image, prompt mode, output stage):
 
@@ -26,16 +26,14 @@ reason          str      why the prompt could not be built; empty when ok
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from spt.atomic import replace_atomically
+from spt.artifacts import replace_atomically
 from spt.errors import SuiteError
-from spt.harness.metrics import METRIC_NAMES, mean_by, mean_over_datasets
 
 DEFAULT_OUT_ROOT = Path("work/eval")  # where `spt evaluate` writes unless told otherwise
 
@@ -79,8 +77,9 @@ def check_output_file(path: str | Path) -> None:
         )
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Write via a temp file in the same folder and rename: a kill never leaves a partial file."""
+def write_output(path: Path, write) -> None:
+    """An evaluation output (records, summaries) via :func:`spt.artifacts.replace_atomically`,
+    after :func:`check_output_file`."""
     check_output_file(path)
     replace_atomically(path, write)
 
@@ -94,7 +93,7 @@ def write_records(table: pa.Table, path: str | Path, numerics: dict | None = Non
     if numerics is not None:
         metadata = {**(table.schema.metadata or {}), NUMERICS_KEY: json.dumps(numerics).encode()}
         table = table.replace_schema_metadata(metadata)
-    _atomic_write(Path(path), lambda tmp: pq.write_table(table, tmp))
+    write_output(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
 def read_numerics(path: str | Path) -> dict | None:
@@ -139,68 +138,3 @@ def read_records(path: str | Path) -> pd.DataFrame:
             f"{path}: not an `spt evaluate` records file (no column(s) {', '.join(missing)}); {fix}"
         )
     return frame
-
-
-def summarise(records: pd.DataFrame) -> pd.DataFrame:
-    """Summary rows: per dataset, per dataset x category, and the unweighted mean over datasets.
-
-    Every row is one (method, backbone, prompt_mode, stage) with ``level`` (``dataset``,
-    ``category`` or ``mean_over_datasets``), ``dataset``, ``category``, the metric means,
-    ``n_ok``, ``n_no_prompt``, and the mean decode and encode seconds.
-    """
-    run = ["method", "backbone", "seed", "prompt_mode", "stage"]
-    per_dataset = mean_by(records, ["dataset", *run])
-    per_category = mean_by(records, ["dataset", "category", *run])
-    overall = mean_over_datasets(per_dataset, run)
-    parts = [
-        per_dataset.reset_index().assign(level="dataset", category=""),
-        per_category.reset_index().assign(level="category"),
-        overall.reset_index().assign(level="mean_over_datasets", dataset="", category=""),
-    ]
-    summary = pd.concat(parts, ignore_index=True)
-    timing = records.groupby(run)[["seconds", "encode_seconds"]].mean()
-    summary = summary.join(timing.rename(columns=lambda c: f"mean_{c}"), on=run)
-    order = ["level", "dataset", "category", *run, *METRIC_NAMES, "n_ok", "n_no_prompt"]
-    order += ["n_datasets", "mean_seconds", "mean_encode_seconds"]
-    return summary[[c for c in order if c in summary.columns]]
-
-
-def summary_markdown(summary: pd.DataFrame) -> str:
-    """A markdown report: the mean over datasets, then each dataset (categories in the CSV)."""
-    lines = ["# Evaluation summary", ""]
-    shown = ["prompt_mode", "stage", *METRIC_NAMES, "n_ok", "n_no_prompt"]
-    for title, rows in (
-        ("Unweighted mean over datasets", summary[summary["level"] == "mean_over_datasets"]),
-        ("Per dataset", summary[summary["level"] == "dataset"]),
-    ):
-        columns = (["dataset"] if title == "Per dataset" else []) + shown
-        lines += [f"## {title}", "", _markdown_table(rows[columns]), ""]
-    lines.append("Per-category means are in summary.csv (level = category).")
-    return "\n".join(lines) + "\n"
-
-
-def _markdown_table(frame: pd.DataFrame) -> str:
-    def cell(value) -> str:
-        if isinstance(value, float):
-            return "nan" if math.isnan(value) else f"{value:.4f}"
-        return str(value)
-
-    header = "| " + " | ".join(frame.columns) + " |"
-    rule = "|" + "|".join("---" for _ in frame.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
-
-
-def write_summary(
-    records: pd.DataFrame, folder: str | Path, numerics_line: str | None = None
-) -> pd.DataFrame:
-    """Write ``summary.csv`` and ``summary.md`` into ``folder`` atomically; return the table.
-    ``numerics_line`` (:func:`spt.numerics.summary_line`) heads summary.md."""
-    folder = Path(folder)
-    summary = summarise(records)
-    _atomic_write(folder / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
-    text = summary_markdown(summary)
-    if numerics_line:
-        text = f"Numbers {numerics_line}.\n\n{text}"
-    _atomic_write(folder / "summary.md", lambda tmp: Path(tmp).write_text(text))
-    return summary

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from spt.atomic import write_text_atomically
+from spt.artifacts import save_torch, write_text_atomically
 from spt.data.stable_random import stable_rng
 from spt.errors import SuiteError
 from spt.harness.prompts import PromptUnavailable, build_prompt, validate_mode
@@ -48,7 +48,6 @@ from spt.sam.backbones import SAM_PIXEL_MEAN, SAM_PIXEL_STD
 from spt.training.engine import (
     TRAIN_RULES,
     TrainConfig,
-    atomic_save,
     check_settings,
     sample_key,
     train,
@@ -379,7 +378,7 @@ def pretrain(
         return {"epochs_done": result.epochs_done, "history": result.history, "finished": False}
     sam.eval()
     checkpoint = out_dir / CHECKPOINT_NAME
-    atomic_save({k: v.detach().cpu() for k, v in sam.state_dict().items()}, checkpoint)
+    save_torch({k: v.detach().cpu() for k, v in sam.state_dict().items()}, checkpoint)
     started = time.perf_counter()
     quality = probe_quality(sam, config, progress)
     log = {

@@ -1,9 +1,11 @@
 """Mean metric per method and dataset, and its spread over seeds.
 
-A dataset's score for one seed is the mean over its scorable images (status ok, finite
-metric); ``no_prompt`` images are left out and counted separately by the tables. Over
-several seeds the score is the mean of the per-seed scores, so every seed weighs the same
-even when the seeds scored different numbers of images.
+A dataset's score for one seed and the unweighted mean over datasets follow
+:mod:`spt.harness.aggregate` (the rule summary.md and the regression check use): the mean over
+the scorable images (status ok, finite metric), ``no_prompt`` images left out and counted
+separately by the tables, and a mean over datasets only for a run scored on every dataset of its
+backbone and prompt mode. Over several seeds the score is the mean of the per-seed scores, so
+every seed weighs the same even when the seeds scored different numbers of images.
 
 Methods appear under their row label: ``spt (draft)`` and ``spt (final)`` for a method
 with several stages, the bare name otherwise.
@@ -13,20 +15,21 @@ from __future__ import annotations
 
 import pandas as pd
 
-from spt.reports.records import check_metric, check_records, scorable, with_method_labels
+from spt.harness import aggregate
+from spt.harness.aggregate import MEAN_OVER_DATASETS
+from spt.reports.records import check_metric, check_records, with_method_labels
 
 GROUP = ["backbone", "prompt_mode", "label", "dataset"]
-MEAN_OVER_DATASETS = "mean"
+__all__ = ["GROUP", "MEAN_OVER_DATASETS", "dataset_means", "per_seed_means", "seed_spread"]
 
 
 def per_seed_means(records: pd.DataFrame, metric: str = "iou") -> pd.Series:
-    """Mean ``metric`` indexed by (backbone, prompt_mode, label, dataset, seed)."""
+    """Mean ``metric`` indexed by (backbone, prompt_mode, label, dataset, seed); groups with no
+    scorable record are left out."""
     check_records(records)
     check_metric(metric)
-    labelled = with_method_labels(records)
-    usable = labelled[scorable(labelled, metric)]
-    values = pd.to_numeric(usable[metric], errors="coerce").astype(float)
-    return values.groupby([usable[c] for c in [*GROUP, "seed"]], sort=True, dropna=False).mean()
+    means = aggregate.group_means(with_method_labels(records), [*GROUP, "seed"], [metric])
+    return means[metric].dropna()
 
 
 def dataset_means(records: pd.DataFrame, metric: str = "iou") -> pd.Series:
@@ -35,13 +38,12 @@ def dataset_means(records: pd.DataFrame, metric: str = "iou") -> pd.Series:
 
 
 def _mean_over_datasets(by_seed: pd.Series) -> pd.Series:
-    """Per-seed unweighted mean over the datasets of one (backbone, prompt_mode).
-
-    The datasets are those any method has there; a seed missing one of them gets no mean.
-    """
-    grid = by_seed.unstack("dataset")  # rows (backbone, prompt_mode, label, seed)
-    means = grid.mean(axis=1, skipna=False).dropna()
-    means = pd.concat({MEAN_OVER_DATASETS: means}, names=["dataset"])
+    """Per-seed unweighted mean over the datasets of each (backbone, prompt_mode); a seed
+    missing one of the datasets any method has there gets no mean."""
+    metric = by_seed.name or "value"
+    frame = by_seed.rename(metric).to_frame()
+    means = aggregate.mean_over_datasets(frame, within=GROUP[:2], metrics=[metric])[metric]
+    means = pd.concat({MEAN_OVER_DATASETS: means.dropna()}, names=["dataset"])
     return means.reorder_levels([*GROUP, "seed"])
 
 
@@ -58,9 +60,7 @@ def seed_spread(records: pd.DataFrame, metric: str = "iou") -> pd.DataFrame:
     by_seed = per_seed_means(records, metric)
     if by_seed.empty:
         return pd.DataFrame(columns=columns)
-    over_datasets = pd.concat(
-        [_mean_over_datasets(part) for _, part in by_seed.groupby(level=GROUP[:2], sort=True)]
-    )
+    over_datasets = _mean_over_datasets(by_seed)
     everything = pd.concat([by_seed, over_datasets])
     spread = everything.groupby(level=GROUP, sort=True).agg(["count", "mean", "std", "min", "max"])
     spread = spread.rename(columns={"count": "n_seeds"}).reset_index()

@@ -29,8 +29,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from spt.errors import SuiteError
+from spt.harness.aggregate import scorable
 from spt.reports.aggregate import MEAN_OVER_DATASETS
-from spt.reports.records import check_metric, check_records, scorable, with_method_labels
+from spt.reports.records import check_metric, check_records, with_method_labels
 
 METRIC_TITLES = {"iou": "IoU", "biou": "Boundary IoU", "dice": "Dice"}
 GROUND_TRUTH_COLOUR = (0, 200, 0)

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from spt.reports.records import STATUS_NO_PROMPT, scorable
+from spt.harness.aggregate import scorable
+from spt.harness.records import STATUS_NO_PROMPT
 
 PAIR_KEY = ["image_id", "seed"]
 

@@ -28,14 +28,16 @@ import numpy as np
 import pandas as pd
 import torch
 
+from spt.artifacts import read_examples
+from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
-from spt.harness.evaluate import read_examples, read_mask, read_rgb
+from spt.harness.aggregate import scorable
 from spt.harness.records import read_numerics, read_records
 from spt.numerics import summary_line
 from spt.reports.aggregate import MEAN_OVER_DATASETS, seed_spread
 from spt.reports.figures import OverlayRow, bar_chart, overlay_grid
-from spt.reports.records import scorable, with_method_labels
+from spt.reports.records import with_method_labels
 from spt.reports.render import format_cell
 from spt.reports.stats import compare
 from spt.reports.tables import (

@@ -1,4 +1,4 @@
-"""Per-image evaluation records: the schema the harness writes and the checks reports need.
+"""The checks and labels reports need on per-image records (schema: :mod:`spt.harness.records`).
 
 One row per (method, backbone, seed, dataset, image, prompt mode, stage). ``iou``, ``biou``
 and ``dice`` are NaN unless ``status == 'ok'``; ``status == 'no_prompt'`` marks an image the
@@ -7,31 +7,13 @@ prompt mode could not prompt (the reason says why).
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from spt.errors import SuiteError
+from spt.harness.metrics import METRIC_NAMES
+from spt.harness.records import RECORD_COLUMNS
 
-RECORD_COLUMNS = [
-    "method",
-    "backbone",
-    "seed",
-    "dataset",
-    "category",
-    "defect_type",
-    "image_id",
-    "prompt_mode",
-    "stage",
-    "iou",
-    "biou",
-    "dice",
-    "seconds",
-    "status",
-    "reason",
-]
-METRICS = ("iou", "biou", "dice")
-STATUS_OK = "ok"
-STATUS_NO_PROMPT = "no_prompt"
+METRICS = METRIC_NAMES
 
 
 def check_records(records: pd.DataFrame) -> None:
@@ -51,12 +33,6 @@ def check_records(records: pd.DataFrame) -> None:
 def check_metric(metric: str) -> None:
     if metric not in METRICS:
         raise SuiteError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-
-
-def scorable(records: pd.DataFrame, metric: str) -> pd.Series:
-    """True where a record has status ok and a finite value of ``metric``."""
-    values = pd.to_numeric(records[metric], errors="coerce").to_numpy(dtype=float)
-    return (records["status"] == STATUS_OK) & np.isfinite(values)
 
 
 def method_label(method: str, stage: str, stages_of_method: int) -> str:

@@ -79,15 +79,18 @@ import numpy as np
 import pandas as pd
 
 from spt.errors import SuiteError
+from spt.harness import aggregate
+from spt.harness.aggregate import scorable
 from spt.numerics import fingerprint, mismatches, summary_line
 from spt.reports.aggregate import MEAN_OVER_DATASETS
-from spt.reports.records import check_records, scorable
+from spt.reports.records import check_records
 
 KEY = ("method", "backbone", "prompt_mode", "stage", "dataset")
 REFERENCE_METRICS = ("iou", "biou")
 DEFAULT_TOLERANCE = {"iou": 0.005, "biou": 0.01}
 DECIMALS = 6
 RECORD_KEY = ["method", "backbone", "seed", "dataset", "image_id", "prompt_mode", "stage"]
+COMPARED_WITHIN = ["backbone", "prompt_mode"]  # rows whose headlines are compared with each other
 SPREAD_K = 4
 MIN_SPREAD_SEEDS = 2
 TIGHT, SPREAD = "tight", "spread"
@@ -141,37 +144,36 @@ def summarise_for_reference(records: pd.DataFrame) -> dict:
             f"{int(duplicated.sum())} duplicate evaluation record(s), e.g. {first}; "
             "pass each evaluation's records once"
         )
+    # a record counts when both metrics are scorable, so iou and biou share one n
     usable = np.logical_and.reduce([scorable(records, m) for m in REFERENCE_METRICS])
-    values = records[[*KEY]].astype(str)
+    values = records[[*KEY, "status"]].astype(str)
     values["seed"] = pd.to_numeric(records["seed"]).astype(int)
     for metric in REFERENCE_METRICS:
         values[metric] = pd.to_numeric(records[metric], errors="coerce").where(usable)
-    values["n"] = usable.astype(int)
+    values["n_usable"] = usable.astype(int)
 
-    by_seed = values.groupby([*KEY, "seed"], sort=True, dropna=False)
-    per_seed = by_seed[list(REFERENCE_METRICS)].mean().join(by_seed["n"].sum())
+    metrics = list(REFERENCE_METRICS)
+    per_seed = aggregate.group_means(values, [*KEY[:-1], "seed", "dataset"], metrics)
+    per_seed["n"] = values.groupby([*KEY[:-1], "seed", "dataset"], sort=True)["n_usable"].sum()
+    per_seed = per_seed[[*metrics, "n"]]
+    # per seed, the mean over the datasets of the row's backbone and prompt mode (the report's
+    # rule, spt.harness.aggregate): null when the seed lacks a score on one of them
+    seed_means = aggregate.mean_over_datasets(per_seed, within=COMPARED_WITHIN, metrics=metrics)
+    seed_means = seed_means[[*metrics, "n"]].assign(dataset=MEAN_OVER_DATASETS)
+    seed_means = seed_means.set_index("dataset", append=True)
+    per_seed = per_seed.reorder_levels([*KEY, "seed"])
+    seed_means = seed_means.reorder_levels([*KEY, "seed"])
+    # each row as the report's tables give it: per dataset the mean over the seeds that scored
+    # it, then the unweighted mean over datasets by the same rule as above
     per_dataset = per_seed.groupby(level=list(KEY), sort=True, dropna=False).agg(
-        {**dict.fromkeys(REFERENCE_METRICS, "mean"), "n": "sum"}
+        {**dict.fromkeys(metrics, "mean"), "n": "sum"}
     )
-    # a dataset without scorable records makes the mean null, not a mean over fewer datasets
-    strict_mean = lambda s: s.mean(skipna=False)  # noqa: E731
-    over_datasets = per_dataset.groupby(level=list(KEY[:-1]), sort=True, dropna=False).agg(
-        {**dict.fromkeys(REFERENCE_METRICS, strict_mean), "n": "sum"}
-    )
+    over_datasets = aggregate.mean_over_datasets(
+        per_dataset.reorder_levels([*KEY[:-1], "dataset"]), within=COMPARED_WITHIN, metrics=metrics
+    )[[*metrics, "n"]]
     over_datasets = over_datasets.assign(dataset=MEAN_OVER_DATASETS).set_index(
         "dataset", append=True
     )
-    # per seed, the mean over all the row's datasets: null when the seed lacks one of them
-    n_datasets = per_dataset.groupby(level=list(KEY[:-1]), sort=True, dropna=False).size()
-    seed_groups = per_seed.groupby(level=[*KEY[:-1], "seed"], sort=True, dropna=False)
-    seed_means = seed_groups.agg({**dict.fromkeys(REFERENCE_METRICS, strict_mean), "n": "sum"})
-    complete = (
-        seed_groups.size().to_numpy()
-        == n_datasets.reindex(seed_means.index.droplevel("seed")).to_numpy()
-    )
-    seed_means.loc[~complete, list(REFERENCE_METRICS)] = np.nan
-    seed_means = seed_means.assign(dataset=MEAN_OVER_DATASETS).set_index("dataset", append=True)
-    seed_means = seed_means.reorder_levels([*KEY, "seed"])
 
     per_row_seeds: dict[tuple, dict] = {}
     for table in (per_seed, seed_means):

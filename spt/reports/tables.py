@@ -22,15 +22,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spt.harness.aggregate import scorable
+from spt.harness.records import STATUS_NO_PROMPT
 from spt.reports import render
 from spt.reports.aggregate import MEAN_OVER_DATASETS, dataset_means
-from spt.reports.records import (
-    STATUS_NO_PROMPT,
-    check_metric,
-    check_records,
-    scorable,
-    with_method_labels,
-)
+from spt.reports.records import check_metric, check_records, with_method_labels
 from spt.reports.significance_report import significance_json, significance_markdown
 
 __all__ = [

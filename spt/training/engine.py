@@ -20,14 +20,10 @@ A model is any ``nn.Module`` whose ``forward(batch)`` returns a dict of scalar t
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import os
 import random
-import struct
-import zipfile
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,7 +35,7 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from spt.atomic import replace_atomically
+from spt.artifacts import save_torch
 from spt.errors import SuiteError
 from spt.harness.method import assign_named_tensors
 from spt.params import is_number, range_text
@@ -169,58 +165,6 @@ def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor], sou
         assign_named_tensors(params, tensors, "this model (saved by another method or config?)")
     except SuiteError as exc:
         raise SuiteError(f"{source}: {exc}") from None
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temp file in the same folder, then rename: never a partial file."""
-    # into memory first: saved to a path, torch names the archive's records after the
-    # (random) temp file name
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    data = _with_stable_serialization_id(buffer.getvalue())
-    replace_atomically(Path(path), lambda tmp: Path(tmp).write_bytes(data))
-
-
-_ID_RECORD = ".data/serialization_id"
-
-
-def _with_stable_serialization_id(archive_bytes: bytes) -> bytes:
-    """Replace the random id torch.save writes into every archive with one derived from the
-    archive's content, so equal content gives equal bytes (DVC and dvc.lock see no change).
-
-    The record is stored uncompressed; its CRC is fixed in the local header, the data
-    descriptor and the central directory. torch only compares the id between files it
-    loaded, so any content-derived id of the same length serves.
-    """
-    data = bytearray(archive_bytes)
-    with zipfile.ZipFile(io.BytesIO(archive_bytes)) as archive:
-        infos = [i for i in archive.infolist() if i.filename.endswith(_ID_RECORD)]
-    if len(infos) != 1 or infos[0].compress_type != zipfile.ZIP_STORED:
-        return archive_bytes  # another torch layout: leave it as torch wrote it
-    info = infos[0]
-    offset = info.header_offset
-    name_len, extra_len = struct.unpack_from("<HH", data, offset + 26)
-    start = offset + 30 + name_len + extra_len
-    end = start + info.file_size
-    data[start:end] = b"0" * info.file_size
-    digest = str(int(hashlib.sha256(data).hexdigest(), 16)).encode()
-    new_id = (digest * 2)[: info.file_size]
-    data[start:end] = new_id
-    crc = zlib.crc32(new_id)
-    if struct.unpack_from("<I", data, offset + 14)[0]:
-        struct.pack_into("<I", data, offset + 14, crc)
-    if info.flag_bits & 0x08:  # data descriptor after the data, with or without its signature
-        at = end + 4 if data[end : end + 4] == b"PK\x07\x08" else end
-        struct.pack_into("<I", data, at, crc)
-    name = info.filename.encode()
-    central = data.find(b"PK\x01\x02")
-    while central != -1:
-        (length,) = struct.unpack_from("<H", data, central + 28)
-        if bytes(data[central + 46 : central + 46 + length]) == name:
-            struct.pack_into("<I", data, central + 16, crc)
-            break
-        central = data.find(b"PK\x01\x02", central + 4)
-    return bytes(data)
 
 
 def _rng_state() -> dict[str, Any]:
@@ -389,7 +333,7 @@ def train(
         record.update({k: v / max(1, steps_per_epoch) for k, v in sums.items()})
         history.append(record)
         if info.is_main:
-            atomic_save(
+            save_torch(
                 {
                     "epoch": epoch + 1,
                     "fingerprint": config.fingerprint(),

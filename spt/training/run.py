@@ -25,15 +25,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from spt.artifacts import TRAINED_FORMAT, save_torch
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.method import Method, TrainingSample
 from spt.numerics import describe
-from spt.training.engine import TrainConfig, TrainResult, atomic_save, train
+from spt.training.engine import TrainConfig, TrainResult, train
 from spt.training.samples import SampleOptions, TrainingSet
 
 TRAINED_FILE = "trained.pt"
-TRAINED_FORMAT = "spt-suite-trained/1"
 SKIPPED_FILE = "skipped_images.csv"
 SKIPPED_SHOWN = 3  # image ids named in the warning; the file lists them all
 
@@ -170,7 +170,7 @@ def save_trained(
 ) -> None:
     """``summary``: counts about the data (``skipped_images``, ``jitter_fallbacks``);
     ``numerics``: :func:`spt.numerics.describe` of the run (where its bits come from)."""
-    atomic_save(
+    save_torch(
         {
             "format": TRAINED_FORMAT,
             "method": method.name,
@@ -185,35 +185,6 @@ def save_trained(
         },
         path,
     )
-
-
-def load_trained(method: Method, path: str | Path) -> dict[str, Any]:
-    """Load a ``trained.pt`` into ``method``, checking it was made for this method and backbone."""
-    path = Path(path)
-    if path.is_dir():
-        raise SuiteError(f"{path}: is a directory; pass the trained.pt file that `spt train` wrote")
-    if not path.is_file():
-        raise SuiteError(f"{path}: trained checkpoint not found; run `spt train` first")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable or unsafe file gets the same one-line answer
-        raise SuiteError(
-            f"{path}: unreadable trained checkpoint ({type(exc).__name__}); retrain"
-        ) from None
-    if not isinstance(blob, dict) or blob.get("format") != TRAINED_FORMAT:
-        raise SuiteError(f"{path}: not a checkpoint written by `spt train`")
-    if (blob["method"], blob["backbone"]) != (method.name, method.backbone):
-        raise SuiteError(
-            f"{path}: trained for {blob['method']} on {blob['backbone']}, not "
-            f"{method.name} on {method.backbone}; pass the matching --method/--backbone"
-        )
-    try:
-        method.load_trained_state(blob["trained"])
-    except SuiteError as exc:
-        raise SuiteError(f"{path}: {exc}") from None
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise SuiteError(f"{path}: does not fit this method's configuration ({exc})") from None
-    return blob
 
 
 def _plain(value: Any) -> Any:

@@ -32,8 +32,8 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from spt.data.images import read_mask, read_rgb
 from spt.errors import SuiteError
-from spt.harness.evaluate import read_mask, read_rgb
 from spt.harness.method import TrainingSample
 from spt.harness.preprocess import InputFrame, mask_to_input, normalise_planes
 from spt.harness.prompts import PromptUnavailable, build_prompt, validate_mode
