@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "within the absolute tolerance; with other or unknown numerics (another CPU in\n"
             "native mode, no FMA, other library builds) a first line says so and each row's\n"
             "mean is compared with the reference's mean over its seeds within\n"
-            f"max(tolerance, {SPREAD_K} x the seed-to-seed sd pooled over prompt modes), which\n"
+            f"max(tolerance, {SPREAD_K} x the seed-to-seed sd pooled over the dataset's rows), which\n"
             "needs a reference of at least 2 seeds. n is compared exactly in both modes.\n"
             "Output: the rows that differ (metric beyond the allowed difference in either\n"
             "direction, n changed, row missing or new) with both values, then a summary line\n"
