@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from baselines.zero_shot import ZeroShotSAM
-from spt.harness.method import TrainingSample, assign_named_tensors
+from spt.harness.method import TrainableMethod, TrainingSample, assign_named_tensors
 from spt.training.losses import (
     HQ_SAM_IMPORTANCE_SAMPLE_RATIO,
     HQ_SAM_OVERSAMPLE_RATIO,
@@ -38,7 +38,7 @@ def seeded_init(seed: int, device: torch.device) -> Iterator[None]:
         yield
 
 
-class FineTunedSAM(ZeroShotSAM):
+class FineTunedSAM(ZeroShotSAM, TrainableMethod):
     """Zero-shot SAM plus a training surface: the base of the LoRA and adapter baselines.
 
     Not registered itself (empty ``name``). A subclass adds its modules to ``self.sam`` and sets

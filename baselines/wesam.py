@@ -43,22 +43,20 @@ import torch.nn.functional as F
 from segment_anything.modeling import ImageEncoderViT, Sam
 from torch import nn
 
+from baselines.wesam_losses import (
+    WESAM_TEMPERATURE,
+    anchor_loss,
+    instance_contrastive_loss,
+    instances_from_mask,
+    pseudo_labels,
+)
+from baselines.wesam_views import WeSAMViews, weak_and_strong_views
 from spt.errors import SuiteError
-from spt.harness.method import Method, TrainingSample, assign_named_tensors
+from spt.harness.method import TrainableMethod, TrainingSample, assign_named_tensors
 from spt.harness.prompts import Prompt, PromptUnavailable, build_prompt
 from spt.model.lora import LoRAFusedQKV, add_encoder_lora
 from spt.sam import load_sam
-from spt.training.augment import WeSAMViews, weak_and_strong_views
-from spt.training.losses import (
-    WESAM_TEMPERATURE,
-    anchor_loss,
-    dice_loss,
-    instance_contrastive_loss,
-    instances_from_mask,
-    iou_head_loss,
-    pseudo_labels,
-    sigmoid_focal_loss,
-)
+from spt.training.losses import dice_loss, iou_head_loss, sigmoid_focal_loss
 from spt.training.samples import normalise
 
 LOSS_TERMS = ("focal", "dice", "iou", "anchor", "contrastive")
@@ -148,7 +146,7 @@ class RoleOutputs:
     predicted_iou: torch.Tensor
 
 
-class WeSAM(Method):
+class WeSAM(TrainableMethod):
     """WeSAM's self-training of SAM (anchor / teacher / student) with encoder q/v LoRA."""
 
     name = "wesam"

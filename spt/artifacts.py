@@ -172,6 +172,8 @@ def load_trained(method: LoadsTrainedState, path: str | Path) -> dict[str, Any]:
             f"{path}: trained for {blob['method']} on {blob['backbone']}, not "
             f"{method.name} on {method.backbone}; pass the matching --method/--backbone"
         )
+    if not hasattr(method, "load_trained_state"):  # not a TrainableMethod
+        raise SuiteError(f"{path}: method {method.name!r} is not trainable; drop --trained")
     try:
         method.load_trained_state(blob["trained"])
     except SuiteError as exc:

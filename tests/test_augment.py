@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from baselines import wesam_views
 from spt.training import augment
 
 
@@ -59,7 +60,7 @@ def test_weak_view_record_says_what_was_done_and_all_four_states_occur():
     image, mask = _square_scene()
     seen = set()
     for seed in range(40):
-        weak_image, weak_mask, flips = augment.weak_view(image, mask, _rng(seed))
+        weak_image, weak_mask, flips = wesam_views.weak_view(image, mask, _rng(seed))
         expected_image = image[:: -1 if flips.vertical else 1, :: -1 if flips.horizontal else 1]
         expected_mask = mask[:: -1 if flips.vertical else 1, :: -1 if flips.horizontal else 1]
         assert np.array_equal(weak_image, expected_image)
@@ -151,13 +152,13 @@ def test_lsj_is_deterministic_per_seed():
 
 def test_posterize_and_solarize_hand_computed():
     image = np.array([[[0b10110111, 127, 128], [255, 0, 15]]], dtype=np.uint8)
-    assert augment.posterize(image, 4).tolist() == [[[0b10110000, 112, 128], [240, 0, 0]]]
-    assert augment.solarize(image, 128).tolist() == [[[72, 127, 127], [0, 0, 15]]]
+    assert wesam_views.posterize(image, 4).tolist() == [[[0b10110000, 112, 128], [240, 0, 0]]]
+    assert wesam_views.solarize(image, 128).tolist() == [[[72, 127, 127], [0, 0, 15]]]
 
 
 def test_brightness_contrast_hand_computed():
     image = np.array([[[100, 200, 0]]], dtype=np.uint8)
-    out = augment.adjust_brightness_contrast(image, brightness=0.1, contrast=0.2)
+    out = wesam_views.adjust_brightness_contrast(image, brightness=0.1, contrast=0.2)
     # 100 * 1.2 + 25.5 = 145.5 -> 146 (round half to even); 200 * 1.2 + 25.5 -> 255; 0 -> 25.5 -> 26
     assert out.tolist() == [[[146, 255, 26]]] and out.dtype == np.uint8
 
@@ -165,7 +166,7 @@ def test_brightness_contrast_hand_computed():
 def test_equalize_stretches_each_channel_monotonically():
     values = np.linspace(100, 140, 64).astype(np.uint8).reshape(8, 8)
     image = np.stack([values, values // 2, values], axis=-1)
-    out = augment.equalize(image)
+    out = wesam_views.equalize(image)
     for c in range(3):
         order = np.argsort(image[..., c].ravel(), kind="stable")
         assert np.all(np.diff(out[..., c].ravel()[order].astype(int)) >= 0)
@@ -176,7 +177,7 @@ def test_equalize_stretches_each_channel_monotonically():
 def test_sharpen_matches_naive_convolution():
     image = _rng(1).integers(0, 256, size=(5, 6, 3), dtype=np.uint8)
     alpha, lightness = 0.3, 0.7
-    out = augment.sharpen(image, alpha, lightness)
+    out = wesam_views.sharpen(image, alpha, lightness)
     padded = np.pad(image.astype(np.float64), ((1, 1), (1, 1), (0, 0)), mode="reflect")
     expected = np.empty(image.shape)
     for r in range(5):
@@ -191,7 +192,7 @@ def test_sharpen_matches_naive_convolution():
 def test_cast_shadow_darkens_inside_only():
     image = np.full((20, 20, 3), 200, dtype=np.uint8)
     square = np.array([[5, 5], [14, 5], [14, 14], [5, 14]], dtype=np.int32)
-    out = augment.cast_shadow(image, [square], darkness=0.5)
+    out = wesam_views.cast_shadow(image, [square], darkness=0.5)
     assert np.all(out[5:15, 5:15] == 100)
     outside = np.ones((20, 20), dtype=bool)
     outside[5:15, 5:15] = False
@@ -201,13 +202,13 @@ def test_cast_shadow_darkens_inside_only():
 def test_every_photometric_op_keeps_dtype_shape_and_range():
     image = _rng(2).integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
     outputs = [
-        augment.posterize(image, 3),
-        augment.equalize(image),
-        augment.sharpen(image, 0.5, 0.5),
-        augment.solarize(image),
-        augment.adjust_brightness_contrast(image, 0.2, 0.2),
-        augment.adjust_brightness_contrast(image, -0.2, -0.2),
-        augment.cast_shadow(image, augment.random_shadow_polygons(16, 16, _rng(3))),
+        wesam_views.posterize(image, 3),
+        wesam_views.equalize(image),
+        wesam_views.sharpen(image, 0.5, 0.5),
+        wesam_views.solarize(image),
+        wesam_views.adjust_brightness_contrast(image, 0.2, 0.2),
+        wesam_views.adjust_brightness_contrast(image, -0.2, -0.2),
+        wesam_views.cast_shadow(image, wesam_views.random_shadow_polygons(16, 16, _rng(3))),
     ]
     for out in outputs:
         assert out.dtype == np.uint8 and out.shape == image.shape
@@ -216,14 +217,14 @@ def test_every_photometric_op_keeps_dtype_shape_and_range():
 # --- strong view ------------------------------------------------------------------------------
 
 
-def _replay(image: np.ndarray, ops: tuple[augment.AppliedOp, ...]) -> np.ndarray:
+def _replay(image: np.ndarray, ops: tuple[wesam_views.AppliedOp, ...]) -> np.ndarray:
     functions = {
-        "posterize": augment.posterize,
-        "equalize": augment.equalize,
-        "sharpen": augment.sharpen,
-        "solarize": augment.solarize,
-        "brightness_contrast": augment.adjust_brightness_contrast,
-        "shadow": augment.cast_shadow,
+        "posterize": wesam_views.posterize,
+        "equalize": wesam_views.equalize,
+        "sharpen": wesam_views.sharpen,
+        "solarize": wesam_views.solarize,
+        "brightness_contrast": wesam_views.adjust_brightness_contrast,
+        "shadow": wesam_views.cast_shadow,
     }
     for op in ops:
         image = functions[op.name](image, **op.params)
@@ -234,7 +235,7 @@ def test_strong_view_record_replays_to_the_same_image():
     image, _ = _square_scene()
     seen = set()
     for seed in range(12):
-        strong, ops = augment.strong_view(image, _rng(seed))
+        strong, ops = wesam_views.strong_view(image, _rng(seed))
         assert strong.dtype == np.uint8 and strong.shape == image.shape
         assert np.array_equal(_replay(image, ops), strong)
         seen.update(op.name for op in ops)
@@ -243,9 +244,9 @@ def test_strong_view_record_replays_to_the_same_image():
 
 def test_strong_view_probability_extremes_and_order():
     image, _ = _square_scene()
-    unchanged, none = augment.strong_view(image, _rng(0), p=0.0)
+    unchanged, none = wesam_views.strong_view(image, _rng(0), p=0.0)
     assert np.array_equal(unchanged, image) and none == ()
-    _, every = augment.strong_view(image, _rng(0), p=1.0)
+    _, every = wesam_views.strong_view(image, _rng(0), p=1.0)
     names = [op.name for op in every]
     assert names == [
         "posterize",
@@ -260,8 +261,8 @@ def test_strong_view_probability_extremes_and_order():
 def test_weak_and_strong_views_share_flips_and_mask():
     image, mask = _square_scene()
     image_before, mask_before = image.copy(), mask.copy()
-    views = augment.weak_and_strong_views(image, mask, _rng(4))
-    weak_image, weak_mask, flips = augment.weak_view(image, mask, _rng(4))
+    views = wesam_views.weak_and_strong_views(image, mask, _rng(4))
+    weak_image, weak_mask, flips = wesam_views.weak_view(image, mask, _rng(4))
     assert views.flips == flips
     assert np.array_equal(views.weak_image, weak_image)
     assert np.array_equal(views.mask, weak_mask)
@@ -272,11 +273,11 @@ def test_weak_and_strong_views_share_flips_and_mask():
 
 def test_strong_view_is_deterministic_per_seed():
     image, _ = _square_scene()
-    first, first_ops = augment.strong_view(image, _rng(8))
-    again, _ = augment.strong_view(image, _rng(8))
+    first, first_ops = wesam_views.strong_view(image, _rng(8))
+    again, _ = wesam_views.strong_view(image, _rng(8))
     assert np.array_equal(first, again)
     different = [
-        not np.array_equal(first, augment.strong_view(image, _rng(s))[0]) for s in range(9, 14)
+        not np.array_equal(first, wesam_views.strong_view(image, _rng(s))[0]) for s in range(9, 14)
     ]
     assert any(different) and first_ops
 
@@ -284,7 +285,7 @@ def test_strong_view_is_deterministic_per_seed():
 def test_bad_inputs_are_rejected():
     image, mask = _square_scene()
     with pytest.raises(ValueError):
-        augment.weak_view(image.astype(np.float32), mask, _rng(0))
+        wesam_views.weak_view(image.astype(np.float32), mask, _rng(0))
     with pytest.raises(ValueError):
         augment.large_scale_jitter(image, mask[:-1], _rng(0))
 
@@ -312,5 +313,5 @@ def test_outputs_never_alias_inputs():
     no_flip = augment.apply_flips(image, augment.Flips(False, False))
     assert not np.shares_memory(no_flip, image)
     for seed in range(4):
-        weak_image, weak_mask, _ = augment.weak_view(image, mask, _rng(seed))
+        weak_image, weak_mask, _ = wesam_views.weak_view(image, mask, _rng(seed))
         assert not np.shares_memory(weak_image, image) and not np.shares_memory(weak_mask, mask)

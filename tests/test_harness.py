@@ -26,7 +26,13 @@ from spt.harness.evaluate import (
     evaluate,
     select_images,
 )
-from spt.harness.method import Method, available_methods, build_method, register_method
+from spt.harness.method import (
+    Method,
+    available_methods,
+    build_method,
+    is_trainable,
+    register_method,
+)
 from spt.harness.preprocess import InputFrame, image_to_input, logits_to_original, mask_to_input
 from spt.harness.prompts import DEFAULT_PROMPT_MODES, build_prompt
 from spt.harness.records import RECORD_COLUMNS, read_records
@@ -231,7 +237,7 @@ def test_method_registry_and_multi_stage_records(prepared, monkeypatch):
         ("coarse", "final"),
     ]
     assert records[0]["seconds"] == records[1]["seconds"]  # one decode call gives both stages
-    assert method.trainable_parameter_count() == 0 and not method.trainable
+    assert not is_trainable(method)  # a plain Method: nothing for `spt train` to train
     with pytest.raises(TypeError, match="used by both"):
 
         class Clash(Method):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
+from baselines import wesam_losses
 from spt.training import losses
 
 
@@ -209,14 +210,14 @@ def test_anchor_loss_is_half_dice_of_each_against_thresholded_anchor():
         return torch.stack(values).mean()
 
     expected = 0.5 * reference_dice(student) + 0.5 * reference_dice(teacher)
-    loss = losses.anchor_loss(student, teacher, anchor)
+    loss = wesam_losses.anchor_loss(student, teacher, anchor)
     torch.testing.assert_close(loss, expected)
     assert not loss.requires_grad  # the anchor's mask is a constant target
 
 
 def test_pseudo_labels_threshold_at_zero_without_gradient():
     logits = torch.tensor([-0.1, 0.0, 0.2], requires_grad=True)
-    labels = losses.pseudo_labels(logits)
+    labels = wesam_losses.pseudo_labels(logits)
     assert labels.tolist() == [0.0, 0.0, 1.0] and not labels.requires_grad
 
 
@@ -239,7 +240,7 @@ def test_instance_features_match_naive_pooling():
     masks = torch.zeros(2, 8, 8)
     masks[0, 0:4, 0:6] = 1.0
     masks[1, 5:8, 2:3] = 1.0
-    features = losses.instance_features(embedding, masks)
+    features = wesam_losses.instance_features(embedding, masks)
     for n in range(2):
         total_weight, accumulated = 0.0, torch.zeros(3)
         for i in range(4):
@@ -255,7 +256,7 @@ def test_instance_features_match_naive_pooling():
 def test_contrastive_is_exactly_zero_with_one_instance():
     embedding, masks = _two_region_embedding()
     for form in ("infonce", "wesam"):
-        loss = losses.instance_contrastive_loss(
+        loss = wesam_losses.instance_contrastive_loss(
             embedding, embedding, masks[:1], masks[:1], form=form
         )
         assert loss.item() == 0.0
@@ -265,8 +266,8 @@ def test_contrastive_matches_reference_and_is_positive_with_two_instances():
     teacher = torch.randn(6, 8, 8, generator=_generator(18))
     anchor = torch.randn(6, 8, 8, generator=_generator(19))
     masks = torch.rand(3, 16, 16, generator=_generator(20)) > 0.5
-    u = losses.instance_features(teacher, masks)
-    v = losses.instance_features(anchor, masks)
+    u = wesam_losses.instance_features(teacher, masks)
+    v = wesam_losses.instance_features(anchor, masks)
     scores = [[float(u[k] @ v[j]) / 0.3 for j in range(3)] for k in range(3)]
     infonce = (
         sum(
@@ -279,8 +280,8 @@ def test_contrastive_matches_reference_and_is_positive_with_two_instances():
         sum(math.exp(scores[k][k]) for k in range(3))
         / sum(math.exp(s) for row in scores for s in row)
     )
-    ours = losses.instance_contrastive_loss(teacher, anchor, masks, masks)
-    ours_wesam = losses.instance_contrastive_loss(teacher, anchor, masks, masks, form="wesam")
+    ours = wesam_losses.instance_contrastive_loss(teacher, anchor, masks, masks)
+    ours_wesam = wesam_losses.instance_contrastive_loss(teacher, anchor, masks, masks, form="wesam")
     assert ours.item() == pytest.approx(infonce, rel=1e-5)
     assert ours_wesam.item() == pytest.approx(pooled, rel=1e-5)
     assert ours.item() > 0 and ours_wesam.item() > 0
@@ -290,8 +291,12 @@ def test_contrastive_is_lower_when_instances_correspond():
     embedding, masks = _two_region_embedding()
     swapped = masks.flip(0)
     for form in ("infonce", "wesam"):
-        matched = losses.instance_contrastive_loss(embedding, embedding, masks, masks, form=form)
-        crossed = losses.instance_contrastive_loss(embedding, embedding, masks, swapped, form=form)
+        matched = wesam_losses.instance_contrastive_loss(
+            embedding, embedding, masks, masks, form=form
+        )
+        crossed = wesam_losses.instance_contrastive_loss(
+            embedding, embedding, masks, swapped, form=form
+        )
         assert 0 < matched < crossed
 
 
@@ -299,7 +304,7 @@ def test_contrastive_gradient_reaches_teacher_only():
     teacher = torch.randn(4, 8, 8, generator=_generator(21), requires_grad=True)
     anchor = torch.randn(4, 8, 8, generator=_generator(22), requires_grad=True)
     _, masks = _two_region_embedding()
-    losses.instance_contrastive_loss(teacher, anchor, masks, masks).backward()
+    wesam_losses.instance_contrastive_loss(teacher, anchor, masks, masks).backward()
     assert teacher.grad is not None and teacher.grad.abs().sum() > 0
     assert anchor.grad is None
 
@@ -312,9 +317,9 @@ def test_instances_from_mask_uses_8_connectivity_and_min_area():
     mask[0, 0] = mask[1, 1] = 255  # diagonal neighbours: one component under 8-connectivity
     mask[5:8, 4:7] = 255  # 9 pixels
     mask[0, 7] = 1  # single pixel
-    instances = losses.instances_from_mask(mask)
+    instances = wesam_losses.instances_from_mask(mask)
     assert [int(m.sum()) for m in instances] == [2, 1, 9]  # raster order of first pixels
     assert all(m.dtype == bool and m.shape == (8, 8) for m in instances)
     assert np.array_equal(np.logical_or.reduce(instances), mask > 0)
-    assert [int(m.sum()) for m in losses.instances_from_mask(mask, min_area=2)] == [2, 9]
-    assert losses.instances_from_mask(np.zeros((4, 4), dtype=bool)) == []
+    assert [int(m.sum()) for m in wesam_losses.instances_from_mask(mask, min_area=2)] == [2, 9]
+    assert wesam_losses.instances_from_mask(np.zeros((4, 4), dtype=bool)) == []

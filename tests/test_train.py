@@ -203,3 +203,19 @@ def test_pipeline_params_choose_backbone_checkpoint_and_roots(tmp_path, monkeypa
     argv = ["train", "--params", str(params), "--method", "spt", "--checkpoint", "other.pth"]
     assert main(argv) == 2
     assert seen["checkpoint"] == "other.pth"
+
+
+def test_trainability_is_the_class_and_a_zero_shot_method_is_refused(
+    synthetic_prepared, tmp_path, capsys
+):
+    from spt.harness.method import TrainableMethod, available_methods, is_trainable
+
+    kinds = {name: is_trainable(build_method(name, "tiny")) for name in available_methods()}
+    assert kinds == {n: n != "zero_shot" for n in kinds}
+    assert all(isinstance(build_method(n, "tiny"), TrainableMethod) == t for n, t in kinds.items())
+    args = _train_args(synthetic_prepared, tmp_path, "--epochs", "1")
+    args[args.index("spt")] = "zero_shot"
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'zero_shot' is not trainable" in err[0]
+    assert not (tmp_path / "zero_shot").exists()

@@ -131,12 +131,12 @@ def _names(args: argparse.Namespace, params: dict, key: str, default):
 
 def _check_trained(args: argparse.Namespace, method_params: dict, backbone: str) -> None:
     """A trainable method without --trained would silently score its initial weights."""
-    from spt.harness.method import Method, method_class
+    from spt.harness.method import TrainableMethod, method_class
 
     if args.trained is not None or args.untrained or method_params.get("official_checkpoint"):
         return  # weights given, the initial ones asked for, or SPT's official checkpoint
     cls = method_class(args.method)
-    if cls.trainable_parameters is Method.trainable_parameters:
+    if not issubclass(cls, TrainableMethod):
         return  # not trainable (zero_shot): nothing to load
     raise SuiteError(
         f"--method {args.method} is trainable: pass --trained <path to trained.pt> (written by "

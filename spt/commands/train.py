@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
-    from spt.harness.method import build_method
+    from spt.harness.method import build_method, check_trainable, method_class
     from spt.sam import get_spec, resolve_device
     from spt.training.engine import TrainConfig
     from spt.training.run import train_method, training_rows
@@ -182,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         for k, v in mapping_setting(params, args.params, f"methods.{args.method}").items()
         if k != "train"
     }
+    check_trainable(method_class(args.method))  # before the backbone is loaded
     method = build_method(args.method, backbone, checkpoint, device, method_params)
     rows = training_rows(roots, [str(d) for d in datasets], args.limit)
     out_dir = os.path.join(args.out, args.method, backbone)

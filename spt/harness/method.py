@@ -134,40 +134,58 @@ class Method(ABC):
         N = ``prompt.count``; L = ``self.spec.low_res_size``. Logits, not probabilities.
         """
 
-    # --- training surface (trainable methods override) -----------------------------------
+
+class TrainableMethod(Method):
+    """A method ``spt train`` can train: the training surface the trainer drives.
+
+    Whether a method is trainable is decided here and only here (:func:`is_trainable`): a
+    subclass of this class is, any other Method is not. The trainer owns the optimiser, the
+    schedule, data order, checkpoints and resume; the method says which module holds its
+    weights, which parameters to update, how samples become losses, and what to save.
+    """
 
     @property
+    @abstractmethod
     def network(self) -> torch.nn.Module:
         """One module holding all of the method's weights: what the trainer moves to the
         device, wraps in DistributedDataParallel and switches between train and eval mode."""
-        return torch.nn.Module()  # a zero-shot method has nothing to train
 
-    @property
-    def trainable(self) -> bool:
-        """Whether the method has parameters to train."""
-        return self.trainable_parameter_count() > 0
-
+    @abstractmethod
     def trainable_parameters(self) -> Iterator[torch.nn.Parameter]:
-        """The parameters an optimiser should update (none for a zero-shot method)."""
-        return iter(())
+        """The parameters an optimiser should update."""
 
     def trainable_parameter_count(self) -> int:
         return sum(p.numel() for p in self.trainable_parameters())
 
+    @abstractmethod
     def training_losses(self, samples: Sequence[TrainingSample]) -> dict[str, torch.Tensor]:
         """Losses for one (per-process share of a) batch: named scalar tensors, ``"loss"`` is
-        optimised, the others are logged. The trainer owns optimiser, schedule and data order;
-        every random choice inside must come from ``sample.key`` (never a global RNG)."""
-        raise NotImplementedError(f"method {self.name!r} is not trainable")
+        optimised, the others are logged. Every random choice inside must come from
+        ``sample.key`` (never a global RNG)."""
 
+    @abstractmethod
     def trained_state(self) -> dict[str, torch.Tensor]:
-        """The trained weights to save (only what training changed); empty when not trainable."""
-        return {}
+        """The trained weights to save (only what training changed)."""
 
+    @abstractmethod
     def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None:
         """Load weights saved by :meth:`trained_state`."""
-        if state:
-            raise NotImplementedError(f"method {self.name!r} has no trained state to load")
+
+
+def is_trainable(method: Method | type[Method]) -> bool:
+    """Whether ``spt train`` can train ``method`` (a :class:`TrainableMethod`, or its class)."""
+    cls = method if isinstance(method, type) else type(method)
+    return issubclass(cls, TrainableMethod)
+
+
+def check_trainable(method: Method | type[Method]) -> None:
+    """A one-line SuiteError unless :func:`is_trainable`, naming the methods that are."""
+    if not is_trainable(method):
+        trainable = [n for n in available_methods() if is_trainable(method_class(n))]
+        raise SuiteError(
+            f"method {method.name!r} is not trainable (zero-shot); train one of "
+            f"{', '.join(trainable)}"
+        )
 
 
 def assign_named_tensors(

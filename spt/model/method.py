@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from spt.errors import SuiteError
-from spt.harness.method import Method, TrainingSample, assign_named_tensors
+from spt.harness.method import TrainableMethod, TrainingSample, assign_named_tensors
 from spt.harness.prompts import Prompt
 from spt.model.convert import load_official_spt
 from spt.model.spt_model import SPTConfig, SPTModel, build_spt
@@ -68,7 +68,7 @@ def _relation_blocks(value: Any) -> tuple[int, ...] | None:
     return tuple(value)
 
 
-class SPTMethod(Method):
+class SPTMethod(TrainableMethod):
     """Self-Perception Tuning: LoRA-tuned SAM with a draft and a final decoder (VRA in both)."""
 
     name = "spt"

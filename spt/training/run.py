@@ -28,7 +28,7 @@ from torch import nn
 from spt.artifacts import TRAINED_FORMAT, save_torch
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
-from spt.harness.method import Method, TrainingSample
+from spt.harness.method import Method, TrainingSample, check_trainable
 from spt.numerics import describe
 from spt.training.engine import TrainConfig, TrainResult, train
 from spt.training.samples import SampleOptions, TrainingSet
@@ -114,7 +114,8 @@ def train_method(
         )
     if restart and state.exists():
         state.unlink()
-    if not method.trainable:
+    check_trainable(method)
+    if method.trainable_parameter_count() == 0:
         raise SuiteError(f"method {method.name!r} has no trainable parameters; nothing to train")
     dataset = TrainingSet(rows, method.spec, sample_options, device)
     if is_main_process():
