@@ -14,7 +14,8 @@ module themselves.
 Layers, lowest first; a module may import its own layer and the ones below
 (docs/architecture.md):
 
-0. ``spt`` (the package), ``spt.errors``, ``spt.numerics``, ``spt.artifacts``, ``spt.codegraph``
+0. ``spt`` (the package), ``spt.errors``, ``spt.numerics``, ``spt.artifacts``, ``spt.codegraph``,
+   ``spt.config``
 1. ``spt.sam``, ``spt.data``, ``spt.params``
 2. ``spt.harness``
 3. ``spt.training``, ``spt.model``, ``baselines``
@@ -40,6 +41,7 @@ LAYERS: dict[str, int] = {
     "spt.numerics": 0,
     "spt.artifacts": 0,
     "spt.codegraph": 0,
+    "spt.config": 0,
     "spt.sam": 1,
     "spt.data": 1,
     "spt.params": 1,

@@ -223,10 +223,10 @@ def test_instances_must_be_a_real_boolean(tmp_path, capsys, prepared):
 @pytest.mark.parametrize(
     "params, key",
     [
-        ({"train": [1]}, "train expected a mapping"),
-        ({"methods": {"spt": {"train": [1]}}}, "methods.spt.train expected a mapping"),
-        ({"methods": {"spt": [1]}}, "methods.spt expected a mapping"),
-        ({"train": {"augment": [1]}}, "train.augment expected a mapping"),
+        ({"train": [1]}, "train must be a mapping"),
+        ({"methods": {"spt": {"train": [1]}}}, "methods.spt.train must be a mapping"),
+        ({"methods": {"spt": [1]}}, "methods.spt must be a mapping"),
+        ({"train": {"augment": [1]}}, "train.augment must be a mapping"),
         ({"methods": {"spt": {"train": {"augment": "x"}}}}, "methods.spt.train.augment"),
     ],
 )
@@ -239,7 +239,7 @@ def test_sections_must_be_mappings(tmp_path, capsys, prepared, params, key):
 def test_synthetic_sizes_must_be_a_mapping(tmp_path, capsys):
     path = write_params(tmp_path, {"data": {"synthetic": [1]}})
     argv = ["prepare", "--params", path, "--synthetic", str(tmp_path / "twins")]
-    one_line_error(argv, capsys, path, "data.synthetic expected a mapping")
+    one_line_error(argv, capsys, path, "data.synthetic must be a mapping")
     assert not (tmp_path / "twins").exists()
 
 

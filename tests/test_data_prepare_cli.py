@@ -8,10 +8,10 @@ from pathlib import Path
 import yaml
 
 from spt.cli import main
+from spt.config import load_config
 from spt.data.config import parse_data_config
 from spt.data.manifest import MANIFEST_COLUMNS, read_manifest
 from spt.data.synthetic import TWIN_LAYOUTS, TwinSize, twin_name, write_twin
-from spt.params import load_params
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -25,7 +25,7 @@ def _params(tmp_path: Path, datasets: dict) -> Path:
 
 
 def test_repo_params_configure_every_publisher_dataset():
-    config = parse_data_config(load_params(REPO_ROOT / "params.yaml", required=True).get("data"))
+    config = parse_data_config(load_config(REPO_ROOT / "params.yaml", required=True).data)
     assert {"mvtec", "visa", "mpdd", "btad", "ksdd2", "mtd"} <= set(config.datasets)
     for name, dataset in config.datasets.items():
         assert dataset.layout == name and dataset.root == Path("data") / name

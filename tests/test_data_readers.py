@@ -192,8 +192,8 @@ def test_config_errors_are_one_line(tmp_path):
             parse_data_config(section)
         assert needle in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(SuiteError) as info:
-        parse_data_config({"datasets": {"x": {"layout": "mvtecad"}}}, "other.yaml data")
-    assert str(info.value).startswith("other.yaml data.datasets.x.layout: unknown dataset layout")
+        parse_data_config({"datasets": {"x": {"layout": "mvtecad"}}}, "other.yaml")
+    assert str(info.value).startswith("other.yaml: data.datasets.x.layout: unknown dataset layout")
     assert "params.yaml" not in str(info.value)
     default = parse_data_config({"raw_root": "raw", "datasets": {"mtd": {"layout": "mtd"}}})
     assert default.datasets["mtd"].root == Path("raw/mtd") and default.train_fraction == 0.5

@@ -194,7 +194,7 @@ def test_every_defect_is_drawn_where_its_mask_is(kind):
 
 
 def test_seed_must_be_an_integer_as_prepare_requires(tmp_path):
-    with pytest.raises(SuiteError, match=r"data\.seed .*must be an integer, got 'abc'"):
+    with pytest.raises(SuiteError, match=r"data\.seed .*must be an integer >= 0, got 'abc'"):
         write_twin("mtd", tmp_path / "mtd", seed="abc", size=SIZE)
     assert not (tmp_path / "mtd").exists()
 

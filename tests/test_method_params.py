@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from spt.cli import main
+from spt.config.checks import read_bool, read_choice, read_float, read_int, read_str
 from spt.errors import SuiteError
 from spt.harness.method import available_methods, build_method, method_class
 from spt.model.method import spt_config_from
-from spt.params import read_bool, read_choice, read_float, read_int, read_str
 from tests.harness_synthetic import write_dataset
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"

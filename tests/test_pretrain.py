@@ -157,7 +157,7 @@ def test_resume_after_a_stop_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_config_rejects_bad_params():
-    with pytest.raises(SuiteError, match="unknown keys"):
+    with pytest.raises(SuiteError, match="pretrain.scene is not a known setting"):
         PretrainConfig.from_params({"scene": 10})
     with pytest.raises(SuiteError, match="unknown prompt mode"):
         PretrainConfig.from_params({"prompt_modes": ["boxes"]})
@@ -181,4 +181,4 @@ def test_cli_reads_params_overrides_and_reports(tmp_path, capsys):
     assert "up to date" in capsys.readouterr().out
     params.write_text(yaml.safe_dump({"pretrain": {"epoch": 1}}))
     assert main([*argv, "--no-progress"]) == 2
-    assert "unknown keys" in capsys.readouterr().err
+    assert "pretrain.epoch is not a known setting" in capsys.readouterr().err

@@ -80,9 +80,9 @@ def test_sample_options_name_the_bad_key(options, message):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--epochs", "-1"], "error: train.epochs / --epochs: expected an integer >= 1, got -1"),
-        (["--epochs", "0"], "error: train.epochs / --epochs: expected an integer >= 1, got 0"),
-        (["--batch-size", "0"], "error: train.batch_size / --batch-size: expected an integer"),
+        (["--epochs", "-1"], "error: --epochs must be an integer >= 1, got -1"),
+        (["--epochs", "0"], "error: --epochs must be an integer >= 1, got 0"),
+        (["--batch-size", "0"], "error: --batch-size must be an integer >= 1"),
     ],
 )
 def test_train_cli_refuses_bad_flags(tmp_path, capsys, argv, message):
@@ -102,31 +102,31 @@ def test_train_cli_refuses_bad_params_values(tmp_path, capsys):
     params.write_text("train:\n  epochs: ten\n")
     argv = ["train", "--params", str(params), "--datasets", "x", "--out", str(tmp_path / "o")]
     assert main(argv) == 2
-    assert "train.epochs / --epochs: expected an integer >= 1, got 'ten'" in capsys.readouterr().err
+    assert "train.epochs must be an integer >= 1, got 'ten'" in capsys.readouterr().err
     params.write_text("train:\n  lr: fast\n")
     assert main(argv) == 2
-    assert "train.lr: expected a number > 0, got 'fast'" in capsys.readouterr().err
+    assert "train.lr must be a number > 0, got 'fast'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
     ("section", "overrides", "message"),
     [
-        ({"epochs": "x"}, {}, "pretrain.epochs / --epochs: expected an integer >= 1, got 'x'"),
-        ({}, {"epochs": -1}, "pretrain.epochs / --epochs: expected an integer >= 1, got -1"),
-        ({}, {"scenes": -5}, "pretrain.scenes / --scenes: expected an integer >= 1, got -5"),
-        ({"lr": "x"}, {}, "pretrain.lr: expected a number > 0, got 'x'"),
-        ({"batch_size": 0}, {}, "pretrain.batch_size: expected an integer >= 1, got 0"),
-        ({"loss_points": 0}, {}, "pretrain.loss_points: expected an integer >= 1"),
-        ({"init_seed": "a"}, {}, "pretrain.init_seed: expected an integer >= 0"),
-        ({"prompt_modes": "box"}, {}, "pretrain.prompt_modes: expected a list of prompt modes"),
-        ({"probe_modes": [3]}, {}, "pretrain.probe_modes: 3 is not a prompt mode name"),
+        ({"epochs": "x"}, {}, "pretrain.epochs must be an integer >= 1, got 'x'"),
+        ({}, {"epochs": -1}, "--epochs must be an integer >= 1, got -1"),
+        ({}, {"scenes": -5}, "--scenes must be an integer >= 1, got -5"),
+        ({"lr": "x"}, {}, "pretrain.lr must be a number > 0, got 'x'"),
+        ({"batch_size": 0}, {}, "pretrain.batch_size must be an integer >= 1, got 0"),
+        ({"loss_points": 0}, {}, "pretrain.loss_points must be an integer >= 1"),
+        ({"init_seed": "a"}, {}, "pretrain.init_seed must be an integer >= 0"),
+        ({"prompt_modes": 3}, {}, "pretrain.prompt_modes must be a list of names"),
+        ({"probe_modes": [3]}, {}, "pretrain.probe_modes must be a list of names"),
         (
             {"batch_size": 16},
             {"scenes": 8},
             "pretrain.batch_size 16 is larger than pretrain.scenes / --scenes 8; lower "
             "pretrain.batch_size",
         ),
-        ([1], {}, "params pretrain: expected a mapping (key: value lines), got [1]"),
+        ([1], {}, "pretrain must be a mapping (key: value lines), got [1]"),
     ],
 )
 def test_pretrain_config_names_the_bad_key(section, overrides, message):

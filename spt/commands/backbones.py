@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from spt.params import add_params_option, command_params, sam_settings
+from spt.params import add_params_option, command_params
 
 NAME = "backbones"
 
@@ -34,7 +34,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from spt.sam import BACKBONES, choose_checkpoint  # imports torch: only when run
 
-    configured, folder = sam_settings(command_params(args), args.params)
+    sam = command_params(args).sam
+    configured, folder = sam.checkpoints, sam.checkpoint_dir
     header = f"{'backbone':<8} {'input':>5} {'width':>5} {'depth':>5}  checkpoint"
     print(header)
     status = 0

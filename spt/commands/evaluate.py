@@ -6,19 +6,18 @@ import argparse
 
 from spt.errors import SuiteError
 from spt.params import (
+    PIPELINE_OVERRIDES,
     add_params_option,
     add_pipeline_options,
-    bool_setting,
     command_params,
     distinct_names,
-    mapping_setting,
-    names_setting,
     pipeline_datasets,
     pipeline_options,
-    section,
 )
 
 NAME = "evaluate"
+#: Options that override evaluate.<same name> (checked as the params value would be).
+_EVALUATE_OPTIONS = ("datasets", "prompt_modes", "seed", "instances", "resize")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -106,29 +105,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _pick(args: argparse.Namespace, params: dict, key: str, default):
-    """Command-line value, else params.yaml evaluate.<key>, else ``default``."""
-    if hasattr(args, key):
-        return getattr(args, key)
-    return section(mapping_setting(params, args.params, "evaluate"), key, default=default)
-
-
-def _names(args: argparse.Namespace, params: dict, key: str, default):
-    """A list option (--datasets, --prompt-modes), else params.yaml evaluate.<key> (a lone
-    name is a one-item list), else ``default``; an empty list is an error."""
-    if hasattr(args, key):
-        names = [str(n) for n in getattr(args, key)]
-        given = f"--{key.replace('_', '-')}"
-    else:
-        names = names_setting(params, args.params, f"evaluate.{key}")
-        if names is None:
-            return default
-        given = f"{args.params}: evaluate.{key}"
-    if not names:
-        raise SuiteError(f"{given} is empty; list at least one or leave it out for the default")
-    return names
-
-
 def _check_trained(args: argparse.Namespace, method_params: dict, backbone: str) -> None:
     """A trainable method without --trained would silently score its initial weights."""
     from spt.harness.method import TrainableMethod, method_class
@@ -147,23 +123,24 @@ def _check_trained(args: argparse.Namespace, method_params: dict, backbone: str)
 
 def run(args: argparse.Namespace) -> int:
     from spt.harness.evaluate import EvaluationConfig, evaluate
-    from spt.harness.prompts import DEFAULT_MASK_PROMPT_LOGIT, DEFAULT_PROMPT_MODES
+    from spt.harness.method import method_params
     from spt.sam import get_spec, resolve_device
 
-    params = command_params(args)
-    backbone, checkpoint, roots = pipeline_options(args, params)
+    overrides = {f"evaluate.{key}": key for key in _EVALUATE_OPTIONS}
+    params = command_params(args, {**PIPELINE_OVERRIDES, **overrides})
+    backbone, checkpoint, roots = pipeline_options(params)
     get_spec(backbone)
     device = resolve_device(args.device)
     limit = getattr(args, "limit", None)
     if limit is not None and limit < 1:
         raise SuiteError(f"--limit {limit}: give a positive number of images")
-    datasets = _names(args, params, "datasets", None)
+    settings = params.evaluate
     if hasattr(args, "datasets"):
-        where = "--datasets"
-    elif datasets is not None:
-        where = f"{args.params}: evaluate.datasets"
+        datasets, where = list(settings.datasets), "--datasets"
+    elif settings.datasets is not None:
+        datasets, where = list(settings.datasets), f"{args.params}: evaluate.datasets"
     else:
-        datasets = pipeline_datasets(params, roots, args.params)
+        datasets = pipeline_datasets(params, roots)
         if not datasets:
             raise SuiteError(
                 "no datasets: pass --datasets NAME [NAME ...] or set evaluate.datasets or "
@@ -171,34 +148,25 @@ def run(args: argparse.Namespace) -> int:
             )
         where = f"{args.params}: pipeline.datasets"
     distinct_names(datasets, where)
-    prompt_modes = _names(args, params, "prompt_modes", list(DEFAULT_PROMPT_MODES))
-    method_params = mapping_setting(params, args.params, f"methods.{args.method}")
-    _check_trained(args, method_params, backbone)
-    instances = getattr(args, "instances", None)
-    if instances is None:
-        instances = bool_setting(params, args.params, "evaluate.instances", False)
-    try:
-        config = EvaluationConfig(
-            method=args.method,
-            backbone=backbone,
-            datasets=tuple(datasets),
-            checkpoint=checkpoint,
-            trained=args.trained,
-            prompt_modes=tuple(prompt_modes),
-            seed=int(_pick(args, params, "seed", 0)),
-            limit=limit,
-            device=str(device),
-            prepared_roots=tuple(roots),
-            out_root=args.out,
-            method_params=method_params,
-            resize=str(_pick(args, params, "resize", "square")),
-            instances=instances,
-            mask_prompt_logit=float(
-                _pick(args, params, "mask_prompt_logit", DEFAULT_MASK_PROMPT_LOGIT)
-            ),
-        )
-    except (TypeError, ValueError) as exc:
-        raise SuiteError(f"{args.params}: bad evaluate setting ({exc})") from None
+    own_params = method_params(params, args.method)
+    _check_trained(args, own_params, backbone)
+    config = EvaluationConfig(
+        method=args.method,
+        backbone=backbone,
+        datasets=tuple(datasets),
+        checkpoint=checkpoint,
+        trained=args.trained,
+        prompt_modes=settings.prompt_modes,
+        seed=settings.seed,
+        limit=limit,
+        device=str(device),
+        prepared_roots=tuple(roots),
+        out_root=args.out,
+        method_params=own_params,
+        resize=settings.resize,
+        instances=settings.instances,
+        mask_prompt_logit=settings.mask_prompt_logit,
+    )
     records = evaluate(config, progress=not args.no_progress)
     print(f"records: {records}")
     print(f"summary: {records.parent / 'summary.md'}")

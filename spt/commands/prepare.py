@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from spt.data.issues import Issue
-from spt.params import add_params_option, command_params, mapping_setting, section
+from spt.params import add_params_option, command_params
 
 NAME = "prepare"
 PRINTED_ISSUES = 20  # per dataset; the saved reports hold every entry
@@ -77,19 +77,14 @@ def run(args: argparse.Namespace) -> int:
         name: getattr(args, name, None) for name in ("datasets", "out", "workers", "synthetic")
     }
     params = command_params(args)
-    config = parse_data_config(section(params, "data"), f"{args.params} data")
+    config = parse_data_config(params.data, args.params)
     if chosen["workers"] is not None and chosen["workers"] < 0:
         raise SuiteError("--workers must be >= 0 (0 = one per CPU core)")
     if chosen["synthetic"] is not None:
         from spt.data.synthetic import TwinSize, synthetic_data_config, write_all_twins
 
-        sizes = mapping_setting(params, args.params, "data.synthetic")
-        try:
-            size = TwinSize(**{key: int(value) for key, value in sizes.items()})
-        except (TypeError, ValueError) as exc:
-            raise SuiteError(f"{args.params}: bad data.synthetic setting ({exc})") from None
-        except SuiteError as exc:  # the sizes' own check: name where they came from
-            raise SuiteError(f"{args.params}: data.synthetic: {exc}") from None
+        sizes = params.data.synthetic
+        size = TwinSize(sizes.normal_train, sizes.normal_test, sizes.defects_per_type)
         write_all_twins(chosen["synthetic"], seed=config.seed, size=size)
         config = synthetic_data_config(config, chosen["synthetic"])
     if not config.datasets:  # zero datasets "prepared" would look like success

@@ -61,20 +61,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from spt.params import check_names, command_params, mapping_setting
+    from spt.params import command_params
     from spt.pretrain.train import CHECKPOINT_NAME, PretrainConfig, pretrain
     from spt.sam import resolve_device
 
-    settings = dict(mapping_setting(command_params(args), args.params, "pretrain"))
-    for key in ("prompt_modes", "probe_modes"):  # a lone mode is one mode, not its letters
-        if settings.get(key) is not None:
-            settings[key] = check_names(settings[key], args.params, f"pretrain.{key}")
-    config = PretrainConfig.from_params(
-        settings,
-        scenes=getattr(args, "scenes", None),
-        epochs=getattr(args, "epochs", None),
-        seed=getattr(args, "seed", None),
-    )
+    overrides = {f"pretrain.{key}": key for key in ("scenes", "epochs", "seed")}
+    config = PretrainConfig.from_params(command_params(args, overrides).pretrain)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     log = pretrain(

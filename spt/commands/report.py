@@ -5,17 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spt.errors import SuiteError
-from spt.params import add_params_option, command_params, mapping_setting
+from spt.config import ReportSection
+from spt.params import add_params_option, command_params
 
 NAME = "report"
-DEFAULTS = {
-    "reference_method": "spt",
-    "seed": 0,
-    "n_boot": 10_000,
-    "figure_n_boot": 2_000,
-    "examples": 3,
-}
+DEFAULTS = ReportSection()
+#: Options that override report.<same name>.
+_REPORT_OPTIONS = ("reference_method", "seed", "n_boot", "figure_n_boot", "examples")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -53,76 +49,65 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--prepared-root",
         nargs="+",
-        default=["work/prepared_synthetic", "work/prepared"],
-        help="folders holding <dataset>/manifest.csv, searched in order",
+        default=argparse.SUPPRESS,
+        help="folders holding <dataset>/manifest.csv, searched in order (default: params "
+        "pipeline.prepared_roots, else work/prepared)",
     )
     parser.add_argument("--out", default="reports", help="report folder")
     parser.add_argument(
         "--reference-method",
         default=argparse.SUPPRESS,
         help="method compared against every other one (default: params "
-        f"report.reference_method, else {DEFAULTS['reference_method']})",
+        f"report.reference_method, else {DEFAULTS.reference_method})",
     )
     parser.add_argument(
         "--seed",
         type=int,
         default=argparse.SUPPRESS,
-        help=f"bootstrap seed (default: params report.seed, else {DEFAULTS['seed']})",
+        help=f"bootstrap seed (default: params report.seed, else {DEFAULTS.seed})",
     )
     parser.add_argument(
         "--n-boot",
         type=int,
         default=argparse.SUPPRESS,
         help="bootstrap resamples of the significance CIs (default: params report.n_boot, "
-        f"else {DEFAULTS['n_boot']})",
+        f"else {DEFAULTS.n_boot})",
     )
     parser.add_argument(
         "--figure-n-boot",
         type=int,
         default=argparse.SUPPRESS,
         help="bootstrap resamples of the bar-chart CIs (default: params "
-        f"report.figure_n_boot, else {DEFAULTS['figure_n_boot']})",
+        f"report.figure_n_boot, else {DEFAULTS.figure_n_boot})",
     )
     parser.add_argument(
         "--examples",
         type=int,
         default=argparse.SUPPRESS,
         help="overlay images per dataset, at most those kept by `spt evaluate` (default: "
-        f"params report.examples, else {DEFAULTS['examples']})",
+        f"params report.examples, else {DEFAULTS.examples})",
     )
     add_params_option(parser)
     parser.set_defaults(func=run)
     return parser
 
 
-def _setting(args: argparse.Namespace, params: dict, key: str, kind: type):
-    """Command-line value, else params.yaml report.<key>, else the default."""
-    if hasattr(args, key):
-        return getattr(args, key)
-    value = mapping_setting(params, args.params, "report").get(key)
-    value = DEFAULTS[key] if value is None else value
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        raise SuiteError(
-            f"{args.params}: report.{key} must be a {kind.__name__}, got {value!r}"
-        ) from None
-
-
 def run(args: argparse.Namespace) -> int:
     from spt.reports.pipeline_report import ReportConfig, build_report
 
-    params = command_params(args)
+    overrides = {f"report.{key}": key for key in _REPORT_OPTIONS}
+    params = command_params(args, {**overrides, "pipeline.prepared_roots": "prepared_root"})
+    settings = params.report
     config = ReportConfig(
         eval_root=Path(args.eval_root),
         train_root=Path(args.train_root),
-        prepared_roots=tuple(Path(p) for p in args.prepared_root),
+        prepared_roots=tuple(Path(p) for p in params.pipeline.prepared_roots),
         out=Path(args.out),
-        reference=_setting(args, params, "reference_method", str),
-        seed=_setting(args, params, "seed", int),
-        n_boot=_setting(args, params, "n_boot", int),
-        figure_n_boot=_setting(args, params, "figure_n_boot", int),
-        examples=_setting(args, params, "examples", int),
+        reference=settings.reference_method,
+        seed=settings.seed,
+        n_boot=settings.n_boot,
+        figure_n_boot=settings.figure_n_boot,
+        examples=settings.examples,
     )
     produced = build_report(config)
     print(f"wrote {len(produced)} files; start at {config.out / 'README.md'}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spt.params import add_params_option, command_params, mapping_setting
+from spt.params import add_params_option, command_params
 
 NAME = "synth"
 
@@ -52,13 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from spt.data.synthetic import TWIN_LAYOUTS, TwinSize, write_twin
     from spt.errors import SuiteError
 
-    seed = getattr(args, "seed", None)
-    if seed is None:
-        seed = mapping_setting(command_params(args), args.params, "data").get("seed")
-        if seed is None:
-            seed = 0
-        elif not isinstance(seed, int) or isinstance(seed, bool):
-            raise SuiteError(f"{args.params}: data.seed must be an integer, got {seed!r}")
+    seed = command_params(args, {"data.seed": "seed"}).data.seed
     # Checked here so that the message names the flag at fault, before anything is written.
     for flag, value, least in (
         ("--normal-train", args.normal_train, 1),

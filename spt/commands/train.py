@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from spt.config import override
 from spt.errors import SuiteError
 from spt.params import (
+    PIPELINE_OVERRIDES,
     add_params_option,
     add_pipeline_options,
-    check_mapping,
-    check_names,
     command_params,
     distinct_names,
-    mapping_setting,
     pipeline_datasets,
     pipeline_options,
 )
@@ -86,51 +85,19 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-_TRAIN_KEYS = (*_CONFIG_KEYS, "prompt_modes", "augment", "datasets")
-_AUGMENT_KEYS = ("hflip", "lsj_prob", "lsj_scale")
-
-
-def train_settings(params: dict, method: str, where: str = "params.yaml") -> dict:
-    """train.* with methods.<method>.train.* laid over it (``where``: the params file)."""
-    merged: dict = {}
-    for key in ("train", f"methods.{method}.train"):
-        given = mapping_setting(params, where, key)
-        unknown = sorted(set(given) - set(_TRAIN_KEYS))
-        if unknown:
-            raise SuiteError(
-                f"{where}: unknown setting {key}.{unknown[0]}; the known ones are "
-                f"{', '.join(_TRAIN_KEYS)}"
-            )
-        augment = given.get("augment")
-        unknown = sorted(set(augment) - set(_AUGMENT_KEYS)) if isinstance(augment, dict) else []
-        if unknown:
-            raise SuiteError(
-                f"{where}: unknown setting {key}.augment.{unknown[0]}; the known ones are "
-                f"{', '.join(_AUGMENT_KEYS)}"
-            )
-        merged.update(given)
-    return merged
-
-
-def _setting_key(params: dict, method: str, key: str) -> str:
-    """Which params key a merged train setting came from, for messages."""
-    override = mapping_setting(params, "", f"methods.{method}.train")
-    return f"methods.{method}.train.{key}" if key in override else f"train.{key}"
-
-
 def run(args: argparse.Namespace) -> int:
     import os
 
     import torch
 
-    from spt.harness.method import build_method, check_trainable, method_class
+    from spt.harness.method import build_method, check_trainable, method_class, method_params
     from spt.sam import get_spec, resolve_device
     from spt.training.engine import TrainConfig
     from spt.training.run import train_method, training_rows
-    from spt.training.samples import TRAIN_PROMPT_MODES, SampleOptions
+    from spt.training.samples import SampleOptions
 
-    params = command_params(args)
-    backbone, checkpoint, roots = pipeline_options(args, params)
+    params = command_params(args, PIPELINE_OVERRIDES)
+    backbone, checkpoint, roots = pipeline_options(params)
     get_spec(backbone)
     device = resolve_device(args.device)
     if device.type == "cuda" and "LOCAL_RANK" in os.environ:
@@ -138,52 +105,35 @@ def run(args: argparse.Namespace) -> int:
         torch.cuda.set_device(device)
     if args.limit is not None and args.limit < 1:
         raise SuiteError(f"--limit {args.limit}: give a positive number of images")
-    settings = train_settings(params, args.method, args.params)
-    for key in ("epochs", "batch_size", "seed"):
-        if hasattr(args, key):
-            settings[key] = getattr(args, key)
-    # Merged settings name the key they came from (an override in methods.<method>.train).
-    keys = {
-        k: _setting_key(params, args.method, k) for k in ("datasets", "prompt_modes", "augment")
-    }
-    for key in ("datasets", "prompt_modes"):
-        settings[key] = check_names(settings.get(key), args.params, keys[key])
-        if settings[key] == []:
-            raise SuiteError(
-                f"{args.params}: {keys[key]} is empty; list at least one or leave it out "
-                "for the default"
-            )
+    own_params = method_params(params, args.method)  # the method's name and params, checked
+    settings = params.train_for(args.method)
+    for key, name in (("epochs", "epochs"), ("batch_size", "batch_size"), ("seed", "seed")):
+        if hasattr(args, name):
+            settings = override(settings, key, getattr(args, name), "--" + name.replace("_", "-"))
     if hasattr(args, "datasets"):
         datasets = distinct_names([str(d) for d in args.datasets], "--datasets")
-    elif settings["datasets"]:
-        datasets = distinct_names(settings["datasets"], f"{args.params}: {keys['datasets']}")
+    elif settings.datasets is not None:
+        key = params.train_key(args.method, "datasets")
+        datasets = distinct_names(list(settings.datasets), f"{args.params}: {key}")
     else:
-        datasets = pipeline_datasets(params, roots, args.params)
+        datasets = pipeline_datasets(params, roots)
         datasets = distinct_names(datasets, f"{args.params}: pipeline.datasets")
     if not datasets:
         raise SuiteError(
             "no datasets: pass --datasets NAME [NAME ...] or set train.datasets or "
             f"pipeline.datasets in {args.params}"
         )
-    augment = check_mapping(settings.get("augment"), args.params, keys["augment"])
-    try:
-        config = TrainConfig(**{k: settings[k] for k in _CONFIG_KEYS if k in settings})
-        options = SampleOptions(
-            seed=int(settings.get("seed", 0)),
-            prompt_modes=tuple(settings.get("prompt_modes") or TRAIN_PROMPT_MODES),
-            hflip=float(augment.get("hflip", 0.5)),
-            lsj_prob=float(augment.get("lsj_prob", 1.0)),
-            lsj_scale=tuple(float(v) for v in augment.get("lsj_scale", (0.1, 2.0))),
-        )
-    except (TypeError, ValueError) as exc:
-        raise SuiteError(f"{args.params}: bad train setting ({exc})") from None
-    method_params = {
-        k: v
-        for k, v in mapping_setting(params, args.params, f"methods.{args.method}").items()
-        if k != "train"
-    }
+    config = TrainConfig(**{k: getattr(settings, k) for k in _CONFIG_KEYS})
+    augment = settings.augment
+    options = SampleOptions(
+        seed=settings.seed,
+        prompt_modes=settings.prompt_modes,
+        hflip=augment.hflip,
+        lsj_prob=augment.lsj_prob,
+        lsj_scale=augment.lsj_scale,
+    )
     check_trainable(method_class(args.method))  # before the backbone is loaded
-    method = build_method(args.method, backbone, checkpoint, device, method_params)
+    method = build_method(args.method, backbone, checkpoint, device, own_params)
     rows = training_rows(roots, [str(d) for d in datasets], args.limit)
     out_dir = os.path.join(args.out, args.method, backbone)
     from spt.training.run import is_main_process

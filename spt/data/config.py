@@ -8,13 +8,16 @@ default the layout's own) and the layout's options (the folder layout's images/m
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spt.config import DataSection
+from spt.config.checks import is_number
+from spt.config.schema import build
 from spt.data.masks import CONVENTIONS
 from spt.data.readers import READERS, get_reader
-from spt.data.split import check_fraction
 from spt.errors import SuiteError
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -66,36 +69,31 @@ def _dataset(name: str, spec: Any, raw_root: Path, where: str) -> DatasetConfig:
 
 
 def check_seed(seed: Any, where: str) -> int:
-    """``data.seed`` is an integer (a string would seed different data than its number)."""
-    if not isinstance(seed, int) or isinstance(seed, bool):
-        raise SuiteError(f"{where}: must be an integer, got {seed!r}; write a whole number")
-    return seed
+    """A seed is an integer >= 0 (a string would seed different data than its number)."""
+    if not is_number(seed, True, 0):
+        raise SuiteError(f"{where}: must be an integer >= 0, got {seed!r}; write a whole number")
+    return int(seed)
 
 
-def parse_data_config(section: Any, where: str = "params.yaml data") -> DataConfig:
-    """Check the ``data:`` section. ``where`` starts every message: the params file and the
-    section (``my.yaml data``), so errors name the file that was actually read."""
-    if section is None:
-        section = {}
-    if not isinstance(section, dict):
-        raise SuiteError(f"{where}: expected a mapping")
-    raw_root = Path(str(section.get("raw_root", "data")))
-    seed = check_seed(section.get("seed", 0), f"{where}.seed")
-    workers = section.get("workers", 0)
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 0:
-        raise SuiteError(f"{where}.workers: must be an integer >= 0 (0 = one per CPU core)")
-    fraction = check_fraction(section.get("train_fraction", DEFAULT_TRAIN_FRACTION), where)
-    specs = section.get("datasets") or {}
-    if not isinstance(specs, dict):
-        raise SuiteError(f"{where}.datasets: expected a mapping name -> {{root, layout}}")
+def parse_data_config(
+    section: DataSection | Mapping[str, Any] | None, where: str = "params.yaml"
+) -> DataConfig:
+    """The ``data:`` section as plain objects: its scalar settings as the schema checked them
+    (:class:`spt.config.DataSection`; a raw mapping is checked here), each dataset entry
+    checked against its layout's reader. ``where`` is the params file, which every message
+    names, with the dotted key (``my.yaml: data.datasets.x.layout ...``)."""
+    if not isinstance(section, DataSection):
+        section = build(DataSection, section, where, "data")
+    raw_root = Path(section.raw_root)
+    key = f"{where}: data.datasets"
     datasets = {
-        str(name): _dataset(str(name), spec, raw_root, f"{where}.datasets")
-        for name, spec in specs.items()
+        str(name): _dataset(str(name), spec, raw_root, key)
+        for name, spec in section.datasets.items()
     }
     return DataConfig(
-        prepared_root=Path(str(section.get("prepared_root", "work/prepared"))),
-        seed=seed,
-        train_fraction=fraction,
-        workers=workers,
+        prepared_root=Path(section.prepared_root),
+        seed=section.seed,
+        train_fraction=section.train_fraction,
+        workers=section.workers,
         datasets=datasets,
     )

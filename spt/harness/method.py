@@ -25,9 +25,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from spt.errors import SuiteError
-from spt.harness.prompts import Prompt
-from spt.params import (
+from spt.config import SuiteConfig
+from spt.config.checks import (
     NO_DEFAULT,
     read_bool,
     read_choice,
@@ -35,6 +34,8 @@ from spt.params import (
     read_int,
     read_str,
 )
+from spt.errors import SuiteError
+from spt.harness.prompts import Prompt
 from spt.sam import get_spec
 from spt.sam.backbones import BackboneSpec
 
@@ -295,6 +296,20 @@ def method_class(name: str) -> type[Method]:
         raise SuiteError(
             f"unknown method {name!r}: choose one of {', '.join(sorted(_REGISTRY)) or 'none'}"
         ) from None
+
+
+def method_params(config: SuiteConfig, name: str) -> dict[str, Any]:
+    """``methods.<name>`` of ``config`` (without its ``train`` overrides), once ``name`` and
+    every method params.yaml configures are known to be registered: a mistyped
+    ``methods.<name>`` would otherwise leave that method on its defaults without a word."""
+    method_class(name)
+    for configured in config.methods:
+        if configured not in _REGISTRY:
+            raise SuiteError(
+                f"{config.source}: methods.{configured} names no registered method; choose one "
+                f"of {', '.join(sorted(_REGISTRY))}; fix the file"
+            )
+    return config.method_params(name)
 
 
 def build_method(

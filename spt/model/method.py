@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from spt.config.checks import read_bool, read_float, read_int
 from spt.errors import SuiteError
 from spt.harness.method import TrainableMethod, TrainingSample, assign_named_tensors
 from spt.harness.prompts import Prompt
 from spt.model.convert import load_official_spt
 from spt.model.spt_model import SPTConfig, SPTModel, build_spt
-from spt.params import read_bool, read_float, read_int
 from spt.training.losses import default_loss_points, hq_sam_loss
 
 WHERE = "methods.spt"

@@ -27,7 +27,7 @@ import hashlib
 import json
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,8 @@ import torch
 from segment_anything.modeling import Sam
 
 from spt.artifacts import save_torch, write_text_atomically
+from spt.config import PretrainSection, override
+from spt.config.schema import build
 from spt.data.stable_random import stable_rng
 from spt.errors import SuiteError
 from spt.harness.prompts import PromptUnavailable, build_prompt, validate_mode
@@ -72,33 +74,9 @@ PRETRAIN_FLAGS = {"scenes": "--scenes", "epochs": "--epochs", "seed": "--seed"}
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
-    """Knobs of the ``pretrain:`` section of params.yaml (defaults: the measured recipe)."""
-
-    scenes: int = 2000
-    epochs: int = 16
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    warmup_steps: int = 50
-    lr_step_epochs: int = 12
-    lr_gamma: float = 0.1
-    grad_clip: float = 1.0
-    seed: int = 0
-    init_seed: int = 0  # SAM's random initialisation
-    prompt_modes: tuple[str, ...] = (
-        "box",
-        "points-1",
-        "points-3",
-        "points-5",
-        "points-pn",
-        "coarse",
-    )
-    loss_points: int = 1024  # one loss point per low-res logit (32 x 32) on average
-    iou_loss_weight: float = 1.0
-    heldout_scenes: int = 100
-    industrial_probe_images: int = 100  # 0: skip the industrial probe
-    probe_modes: tuple[str, ...] = ("box", "points-1")
+class PretrainConfig(PretrainSection):
+    """The ``pretrain:`` section of params.yaml (its fields and defaults, the measured recipe,
+    are :class:`spt.config.PretrainSection`'s) with the checks that span fields and layers."""
 
     def __post_init__(self) -> None:
         values = {key: getattr(self, key) for key in PRETRAIN_RULES}
@@ -121,33 +99,17 @@ class PretrainConfig:
                 validate_mode(mode)
 
     @classmethod
-    def from_params(cls, section: dict[str, Any] | None, **overrides: Any) -> PretrainConfig:
-        """Build from a params.yaml section; ``overrides`` that are None are ignored."""
-        if section is not None and not isinstance(section, dict):
-            raise SuiteError(
-                f"params pretrain: expected a mapping (key: value lines), got {section!r}; "
-                "fix the params file"
-            )
-        values = dict(section or {})
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise SuiteError(
-                f"params pretrain: unknown keys {sorted(unknown)}; known: "
-                f"{', '.join(cls.__dataclass_fields__)}"
-            )
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        for key in ("prompt_modes", "probe_modes"):
-            if key in values:
-                if not isinstance(values[key], list | tuple):  # tuple("box") would be letters
-                    raise SuiteError(
-                        f"pretrain.{key}: expected a list of prompt modes such as [box], "
-                        f"got {values[key]!r}"
-                    )
-                values[key] = tuple(values[key])
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise SuiteError(f"params pretrain: {exc}") from None
+    def from_params(
+        cls, section: PretrainSection | dict[str, Any] | None, **overrides: Any
+    ) -> PretrainConfig:
+        """Build from the params section (checked by the schema when given as a mapping);
+        command-line ``overrides`` that are None are ignored, the others checked alike."""
+        if not isinstance(section, PretrainSection):
+            section = build(PretrainSection, section, "params", "pretrain")
+        for key, value in overrides.items():
+            if value is not None:
+                section = override(section, key, value, f"--{key.replace('_', '-')}")
+        return cls(**{f.name: getattr(section, f.name) for f in fields(PretrainSection)})
 
     def train_config(self) -> TrainConfig:
         """The engine's config; everything that shapes the weights enters its fingerprint."""

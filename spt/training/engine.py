@@ -36,9 +36,9 @@ from torch import nn
 from tqdm import tqdm
 
 from spt.artifacts import save_torch
+from spt.config.checks import is_number, range_text
 from spt.errors import SuiteError
 from spt.harness.method import assign_named_tensors
-from spt.params import is_number, range_text
 
 # Validation rules of the optimisation knobs: key -> (integer?, lower bound, bound excluded?).
 TRAIN_RULES: dict[str, tuple[bool, float, bool]] = {

@@ -1,0 +1,222 @@
+"""One frozen dataclass per section of params.yaml. The defaults are the code's defaults (what
+a command uses with no params file); params.yaml documents every one of them, and
+tests/test_config.py fails when the two disagree on which keys exist.
+
+Checks here are those of the value alone (type, range, a non-empty list, a pair in order).
+Names resolved by other layers are checked there, once, when they are resolved: prompt-mode
+names (:mod:`spt.harness.prompts`), dataset layouts and their options (:mod:`spt.data.config`),
+method names and each method's declared params (:mod:`spt.harness.method`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from spt.config.schema import setting
+
+#: The evaluation's prompt modes (spt.harness.prompts.DEFAULT_PROMPT_MODES; a test keeps the two
+#: equal: this layer may not import the harness).
+EVALUATE_PROMPT_MODES = (
+    "box", "points-1", "points-3", "points-5", "points-pn", "coarse", "coarse-box",
+)  # fmt: skip
+#: The training prompt modes (spt.training.samples.TRAIN_PROMPT_MODES, kept equal by a test).
+TRAIN_PROMPT_MODES = ("box", "points-1", "points-3", "points-5", "coarse")
+#: The coarse mask prompt's logit magnitude (spt.harness.prompts.DEFAULT_MASK_PROMPT_LOGIT).
+MASK_PROMPT_LOGIT = 10.0
+
+
+@dataclass(frozen=True)
+class SyntheticSize:
+    """``data.synthetic``: the size of each synthetic twin."""
+
+    normal_train: int = setting(3, "normal images per category in train", minimum=1)
+    normal_test: int = setting(2, "normal images per category in test", minimum=1)
+    # >= 2: defect images on both sides of the split
+    defects_per_type: int = setting(3, "defect images per (category, defect type)", minimum=2)
+
+
+@dataclass(frozen=True)
+class DataSection:
+    """``data``: reading the raw datasets and preparing manifests (`spt prepare`)."""
+
+    raw_root: str = setting(
+        "data", "raw-data folder; a dataset's default root is `<raw_root>/<name>`"
+    )
+    prepared_root: str = setting("work/prepared", "where `spt prepare` writes manifests")
+    seed: int = setting(0, "split protocol seed", minimum=0)
+    train_fraction: float = setting(
+        0.5, "share of each defect stratum sent to train when the publisher gave no split",
+        minimum=0, maximum=1, min_open=True, max_open=True,
+    )  # fmt: skip
+    workers: int = setting(0, "decoding/hashing processes; 0 = one per CPU core", minimum=0)
+    synthetic: SyntheticSize = setting(SyntheticSize, "size of the synthetic twins")
+    datasets: dict[str, Any] = setting(
+        {}, "name: `{layout, root, mask_convention, <layout options>}` (checked by spt.data.config)"
+    )
+
+
+@dataclass(frozen=True)
+class PipelineSection:
+    """``pipeline``: what `dvc repro` runs and the commands' shared defaults."""
+
+    backbone: str = setting("tiny", "SAM backbone: tiny, vit_b, vit_l, vit_h")
+    sam_checkpoint: str | None = setting(
+        None, "SAM checkpoint file; null: the one `spt backbones` lists"
+    )
+    prepared_roots: tuple[str, ...] = setting(
+        ("work/prepared",), "folders holding `<dataset>/manifest.csv`, searched in order",
+        nonempty=True,
+    )  # fmt: skip
+    datasets: tuple[str, ...] = setting((), "datasets every stage trains and evaluates on")
+    optional_datasets: tuple[str, ...] = setting(
+        (), "datasets included when prepared (real data present), else left out"
+    )
+    trained_methods: tuple[str, ...] = setting(
+        (), "methods with train@ and evaluate@ stages (dvc.yaml's matrix)"
+    )
+    seeds: tuple[int, ...] = setting(
+        (0,), "training and prompt seeds, one run folder each", minimum=0, nonempty=True
+    )
+
+
+@dataclass(frozen=True)
+class SamSection:
+    """``sam``: where `spt backbones` and the commands look for official checkpoints."""
+
+    checkpoint_dir: str | None = setting(
+        None,
+        "folder of the published checkpoint files (null: $SPT_SAM_CHECKPOINT_DIR, else checkpoints)",
+    )
+    checkpoints: dict[str, str | None] = setting({}, "explicit checkpoint path per backbone")
+
+
+@dataclass(frozen=True)
+class PretrainSection:
+    """``pretrain``: the embedded default's tiny SAM on synthetic natural scenes."""
+
+    scenes: int = setting(2000, "natural scenes drawn for training", minimum=1)
+    epochs: int = setting(16, "epochs", minimum=1)
+    batch_size: int = setting(16, "batch size", minimum=1)
+    lr: float = setting(2e-3, "Adam learning rate", minimum=0, min_open=True)
+    weight_decay: float = setting(0.0, "weight decay", minimum=0)
+    warmup_steps: int = setting(50, "linear warm-up steps", minimum=0)
+    lr_step_epochs: int = setting(12, "epochs per StepLR step", minimum=1)
+    lr_gamma: float = setting(0.1, "StepLR factor", minimum=0, min_open=True)
+    grad_clip: float | None = setting(1.0, "gradient-norm clip; 0 or null: off", minimum=0)
+    seed: int = setting(0, "scene and sample seed", minimum=0)
+    init_seed: int = setting(0, "SAM's random initialisation", minimum=0)
+    prompt_modes: tuple[str, ...] = setting(
+        ("box", "points-1", "points-3", "points-5", "points-pn", "coarse"),
+        "prompt modes drawn for training", nonempty=True,
+    )  # fmt: skip
+    loss_points: int = setting(1024, "point-sampled loss points per mask", minimum=1)
+    iou_loss_weight: float = setting(1.0, "weight of the IoU-head loss", minimum=0)
+    heldout_scenes: int = setting(100, "unseen natural scenes of the quality check", minimum=0)
+    industrial_probe_images: int = setting(
+        100, "industrial-style probe images; 0: skip the probe", minimum=0
+    )
+    probe_modes: tuple[str, ...] = setting(("box", "points-1"), "prompt modes of the probes")
+
+
+@dataclass(frozen=True)
+class AugmentSection:
+    """``train.augment``: the training augmentations."""
+
+    hflip: float = setting(0.5, "horizontal-flip probability", minimum=0, maximum=1)
+    lsj_prob: float = setting(1.0, "large-scale-jitter probability", minimum=0, maximum=1)
+    lsj_scale: tuple[float, float] = setting(
+        (0.1, 2.0), "[low, high] jitter scale range", minimum=0, min_open=True
+    )
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        if self.lsj_scale[0] > self.lsj_scale[1]:
+            yield "lsj_scale", f"must be [low, high] with low <= high, got {list(self.lsj_scale)}"
+
+
+@dataclass(frozen=True)
+class TrainSection:
+    """``train``: shared by every trainable method; ``methods.<name>.train`` overrides it."""
+
+    epochs: int = setting(16, "epochs", minimum=1)
+    batch_size: int = setting(1, "global batch (split over torchrun processes)", minimum=1)
+    lr: float = setting(1e-3, "Adam learning rate", minimum=0, min_open=True)
+    weight_decay: float = setting(0.0, "weight decay", minimum=0)
+    lr_step_epochs: int = setting(10, "epochs per StepLR step", minimum=1)
+    lr_gamma: float = setting(0.1, "StepLR factor", minimum=0, min_open=True)
+    warmup_steps: int = setting(0, "linear warm-up steps", minimum=0)
+    grad_clip: float | None = setting(0.0, "gradient-norm clip; 0 or null: off", minimum=0)
+    seed: int = setting(0, "training seed (order, augmentation, prompts)", minimum=0)
+    prompt_modes: tuple[str, ...] = setting(
+        TRAIN_PROMPT_MODES, "prompt modes drawn for training samples", nonempty=True
+    )
+    augment: AugmentSection = setting(AugmentSection, "augmentations")
+    datasets: tuple[str, ...] | None = setting(
+        None, "datasets to train on; null: pipeline.datasets", nonempty=True
+    )
+
+
+@dataclass(frozen=True)
+class EvaluateSection:
+    """``evaluate``: the harness (`spt evaluate`)."""
+
+    prompt_modes: tuple[str, ...] = setting(
+        EVALUATE_PROMPT_MODES, "prompt modes scored", nonempty=True
+    )
+    seed: int = setting(0, "prompt seed", minimum=0)
+    resize: Literal["square", "longest-side"] = setting(
+        "square", "input protocol: square (official) or longest-side (SAM's predictor)"
+    )
+    instances: bool = setting(False, "one prompt per connected component (WeSAM style)")
+    mask_prompt_logit: float = setting(
+        MASK_PROMPT_LOGIT, "logit magnitude of the coarse mask prompt", minimum=0, min_open=True
+    )
+    datasets: tuple[str, ...] | None = setting(
+        None, "datasets to score; null: pipeline.datasets (+ prepared optional ones)",
+        nonempty=True,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ReportSection:
+    """``report``: `spt report`'s tables, tests and figures."""
+
+    reference_method: str = setting("spt", "method compared against every other one")
+    seed: int = setting(0, "bootstrap seed", minimum=0)
+    n_boot: int = setting(10_000, "bootstrap resamples of the significance CIs", minimum=1)
+    figure_n_boot: int = setting(2_000, "bootstrap resamples of the bar-chart CIs", minimum=1)
+    examples: int = setting(3, "overlay images per dataset", minimum=0)
+
+
+@dataclass(frozen=True)
+class SuiteConfig:
+    """The whole params file. ``methods`` maps a registered method's name to its own params
+    (declared and checked by the method) plus an optional ``train`` mapping that overrides
+    ``train`` for it (checked here, against :class:`TrainSection`)."""
+
+    data: DataSection = setting(DataSection, "reading and preparing the datasets")
+    pipeline: PipelineSection = setting(PipelineSection, "the pipeline and shared defaults")
+    sam: SamSection = setting(SamSection, "official SAM checkpoints")
+    pretrain: PretrainSection = setting(PretrainSection, "the tiny SAM's pretraining")
+    train: TrainSection = setting(TrainSection, "training, shared by every trainable method")
+    evaluate: EvaluateSection = setting(EvaluateSection, "the evaluation harness")
+    report: ReportSection = setting(ReportSection, "the report")
+    methods: dict[str, Any] = setting({}, "each method's own params and train overrides")
+    #: The params file these came from, which messages cite (not a setting).
+    source: str = field(default="params.yaml", metadata={"internal": True}, compare=False)
+
+    def method_params(self, method: str) -> dict[str, Any]:
+        """``methods.<method>`` without its ``train`` overrides: the method's own params."""
+        return {k: v for k, v in self.methods.get(method, {}).items() if k != "train"}
+
+    def train_for(self, method: str) -> TrainSection:
+        """``train`` with ``methods.<method>.train`` laid over it (nested keys one by one)."""
+        from spt.config.schema import overlay
+
+        given = self.methods.get(method, {}).get("train")
+        return overlay(self.train, given, self.source, f"methods.{method}.train")
+
+    def train_key(self, method: str, name: str) -> str:
+        """Which key a merged train setting came from, for messages."""
+        given = self.methods.get(method, {}).get("train") or {}
+        return f"methods.{method}.train.{name}" if name in given else f"train.{name}"

@@ -1,0 +1,267 @@
+"""The typed configuration (spt/config/): one loader, strict keys, typed values, params.yaml
+documenting exactly what the schema holds, and command-line values checked like the file's.
+
+The command-level cases drive `spt.cli.main` with a params file and a tiny prepared dataset and
+expect the one-line error before any model is built: each is a silent coercion or a silently
+accepted key that an audit found (issue #12).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spt.config import SuiteConfig, load_config, override, parse_config
+from spt.config.schema import is_section, walk
+from spt.errors import SuiteError
+from tests.harness_synthetic import write_dataset
+from tests.test_cli_bad_input import evaluate_argv, one_line_error, train_argv, write_params
+
+REPO = Path(__file__).resolve().parent.parent
+PARAMS = REPO / "params.yaml"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("config") / "prepared"
+    write_dataset(root, "synA", [("blob", 64, 64)] * 2, seed=1)
+    return root
+
+
+# --- params.yaml and the schema document the same keys ----------------------------------------
+
+
+def _documented(node: dict, prefix: str = "") -> set[str]:
+    keys = set()
+    for key, value in node.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        keys.add(dotted)
+        if isinstance(value, dict) and not _opaque(dotted):
+            keys |= _documented(value, dotted)
+    return keys
+
+
+def _opaque(dotted: str) -> bool:
+    """Mappings whose entries another layer checks (datasets, methods, checkpoints)."""
+    hint = _schema_types().get(dotted)
+    return typing.get_origin(hint) is dict
+
+
+def _schema_types() -> dict[str, object]:
+    return {key: hint for key, _, hint in walk(SuiteConfig)}
+
+
+def test_params_yaml_documents_every_setting_and_no_other():
+    documented = _documented(yaml.safe_load(PARAMS.read_text()))
+    schema = set(_schema_types())
+    assert sorted(schema - documented) == [], "settings the code reads that params.yaml lacks"
+    assert sorted(documented - schema) == [], "keys in params.yaml the schema does not know"
+
+
+def test_params_yaml_loads_and_round_trips():
+    config = load_config(PARAMS, required=True)
+    raw = yaml.safe_load(PARAMS.read_text())
+    for key, _, hint in walk(SuiteConfig):
+        if is_section(hint):
+            continue
+        node, value = raw, config
+        for part in key.split("."):
+            node, value = node[part], getattr(value, part)
+        if isinstance(value, tuple):
+            value = list(value)
+        if typing.get_origin(hint) is not dict:
+            assert node == value or (node is None and value is None), key
+    # Every default of the code matches the file, except where the file sets the embedded
+    # default's own choices; these are listed here, so a drifting default shows up.
+    defaults = SuiteConfig()
+    differs = {
+        key
+        for key, _, hint in walk(SuiteConfig)
+        if not is_section(hint) and _get(config, key) != _get(defaults, key)
+    }
+    assert differs == {
+        "data.synthetic.normal_train", "data.synthetic.normal_test",
+        "data.synthetic.defects_per_type", "data.datasets", "pipeline.sam_checkpoint",
+        "pipeline.prepared_roots", "pipeline.datasets", "pipeline.optional_datasets",
+        "pipeline.trained_methods", "sam.checkpoint_dir", "methods",
+    }  # fmt: skip
+
+
+def _get(config, key):
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def test_schema_defaults_match_the_layers_that_use_them():
+    from spt.harness.prompts import DEFAULT_MASK_PROMPT_LOGIT, DEFAULT_PROMPT_MODES
+    from spt.training.engine import TrainConfig
+    from spt.training.samples import TRAIN_PROMPT_MODES, SampleOptions
+
+    defaults = SuiteConfig()
+    assert defaults.evaluate.prompt_modes == tuple(DEFAULT_PROMPT_MODES)
+    assert defaults.evaluate.mask_prompt_logit == DEFAULT_MASK_PROMPT_LOGIT
+    assert defaults.train.prompt_modes == tuple(TRAIN_PROMPT_MODES)
+    engine = TrainConfig()
+    for f in dataclasses.fields(TrainConfig):
+        if f.name != "extra":
+            assert getattr(defaults.train, f.name) == getattr(engine, f.name), f.name
+    options, augment = SampleOptions(), defaults.train.augment
+    assert (options.hflip, options.lsj_prob, tuple(options.lsj_scale)) == (
+        augment.hflip, augment.lsj_prob, augment.lsj_scale,
+    )  # fmt: skip
+
+
+def test_configuration_reference_is_current():
+    from spt.config.reference import reference_markdown
+
+    committed = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert committed == reference_markdown(), (
+        "docs/configuration.md is stale: python -m spt.config.reference > docs/configuration.md"
+    )
+
+
+# --- the loader refuses what used to pass silently -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"train": {"augment": {"hflip": True}}}, "train.augment.hflip must be a number in [0, 1], got True"),
+        ({"train": {"augment": {"hflip": "0.5"}}}, "train.augment.hflip must be a number in [0, 1], got '0.5'"),
+        ({"train": {"augment": {"lsj_scale": "12"}}}, "train.augment.lsj_scale must be a list of 2 numbers"),
+        ({"train": {"augment": {"lsj_scale": [2, 1]}}}, "train.augment.lsj_scale must be [low, high] with low <= high"),
+        ({"evaluate": {"seed": 1.9}}, "evaluate.seed must be an integer >= 0, got 1.9"),
+        ({"evaluate": {"seed": True}}, "evaluate.seed must be an integer >= 0, got True"),
+        ({"report": {"n_boot": 2.7}}, "report.n_boot must be an integer >= 1, got 2.7"),
+        ({"evaluate": {"mask_prompt_logit": float("nan")}}, "evaluate.mask_prompt_logit must be a number > 0, got nan"),
+        ({"evaluate": {"mask_prompt_logit": float("inf")}}, "evaluate.mask_prompt_logit must be a number > 0, got inf"),
+        ({"data": {"prepared_root": ["x"]}}, "data.prepared_root must be a non-empty string"),
+        ({"evaluate": {"seeds": 1}}, "evaluate.seeds is not a known setting (did you mean seed?)"),
+        ({"pipeline": {"backbon": "vit_b"}}, "pipeline.backbon is not a known setting"),
+        ({"sam": {"checkpoint_folder": "x"}}, "sam.checkpoint_folder is not a known setting"),
+        ({"report": {"nboot": 3}}, "report.nboot is not a known setting"),
+        ({"data": {"rawroot": "x"}}, "data.rawroot is not a known setting (did you mean raw_root?)"),
+        ({"evalute": {"seed": 1}}, "evalute is not a known setting (did you mean evaluate?)"),
+        ({"methods": {"spt": {"train": {"lrr": 1}}}}, "methods.spt.train.lrr is not a known setting"),
+        ({"methods": {"spt": {"train": {"augment": {"hflip": 2}}}}}, "methods.spt.train.augment.hflip must be"),
+        ({"methods": {"spt": [1]}}, "methods.spt must be a mapping"),
+        ({"pipeline": {"seeds": [0, "1"]}}, "pipeline.seeds must be a list of integers >= 0"),
+        ({"pipeline": {"prepared_roots": []}}, "pipeline.prepared_roots must be a list of names"),
+        ({"sam": {"checkpoints": {"vit_b": 3}}}, "sam.checkpoints must be a mapping whose values"),
+        ({"evaluate": {"resize": "sq"}}, "evaluate.resize must be one of square, longest-side"),
+        ({"train": [1]}, "train must be a mapping (key: value lines)"),
+    ],
+)  # fmt: skip
+def test_loader_refuses_with_the_dotted_key(raw, needle):
+    with pytest.raises(SuiteError) as caught:
+        parse_config(raw, "my.yaml")
+    text = str(caught.value)
+    assert text.startswith("my.yaml: ") and needle in text and "\n" not in text, text
+
+
+def test_a_key_given_twice_is_refused(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("evaluate:\n  seed: 1\ntrain:\n  epochs: 1\nevaluate:\n  seed: 2\n")
+    with pytest.raises(
+        SuiteError, match=r"p.yaml line 5: .*'evaluate' is given twice \(first on line 1\)"
+    ):
+        load_config(path)
+    path.write_text("train:\n  lr: 0.1\n  lr: 0.2\n")
+    with pytest.raises(SuiteError, match="'lr' is given twice"):
+        load_config(path)
+
+
+def test_method_train_overrides_merge_key_by_key():
+    config = parse_config(
+        {"train": {"augment": {"lsj_scale": [0.5, 1.5]}, "lr": 0.01},
+         "methods": {"wesam": {"lora_rank": 4, "train": {"augment": {"hflip": 0.0}}}}}
+    )  # fmt: skip
+    merged = config.train_for("wesam")
+    assert merged.augment.hflip == 0.0 and merged.augment.lsj_scale == (0.5, 1.5)
+    assert merged.lr == 0.01 and config.train_for("spt").augment.hflip == 0.5
+    assert config.method_params("wesam") == {"lora_rank": 4}
+    assert config.train_key("wesam", "augment") == "methods.wesam.train.augment"
+
+
+def test_command_line_overrides_are_checked_like_the_file():
+    config = parse_config({"evaluate": {"seed": 3}})
+    assert override(config, "evaluate.seed", 5, "--seed").evaluate.seed == 5
+    assert config.evaluate.seed == 3  # frozen: the override made a new config
+    for value in (1.9, True, "3", -1):
+        with pytest.raises(SuiteError, match=r"^--seed must be an integer >= 0"):
+            override(config, "evaluate.seed", value, "--seed")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.evaluate.seed = 4  # type: ignore[misc]
+
+
+# --- through the commands: refused before any model is built ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"evaluate": {"seed": 1.9}}, "evaluate.seed must be an integer >= 0, got 1.9"),
+        ({"evaluate": {"mask_prompt_logit": float("nan")}}, "evaluate.mask_prompt_logit must be"),
+        ({"evaluate": {"instance": True}}, "evaluate.instance is not a known setting"),
+        ({"pipeline": {"backbon": "vit_b"}}, "pipeline.backbon is not a known setting"),
+        ({"methods": {"zero_shott": {"multimask_output": True}}}, "methods.zero_shott names no registered method"),
+        ({"reports": {"n_boot": 5}}, "reports is not a known setting (did you mean report?)"),
+    ],
+)  # fmt: skip
+def test_evaluate_refuses_bad_params(tmp_path, capsys, prepared, params, needle):
+    argv = evaluate_argv(write_params(tmp_path, params), prepared, tmp_path / "out")
+    one_line_error([*argv, "--datasets", "synA"], capsys, needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_refuses_a_duplicated_section(tmp_path, capsys, prepared):
+    text = "evaluate:\n  prompt_modes: [box]\nevaluate:\n  prompt_modes: [coarse]\n"
+    argv = evaluate_argv(write_params(tmp_path, text), prepared, tmp_path / "out")
+    one_line_error(argv, capsys, "'evaluate' is given twice")
+
+
+@pytest.mark.parametrize(
+    ("params", "needle"),
+    [
+        ({"train": {"augment": {"hflip": True}}}, "train.augment.hflip must be a number in [0, 1], got True"),
+        ({"train": {"augment": {"hflip": "0.5"}}}, "train.augment.hflip must be a number in [0, 1], got '0.5'"),
+        ({"train": {"augment": {"lsj_scale": "12"}}}, "train.augment.lsj_scale must be a list of 2 numbers"),
+        ({"train": {"seed": True}}, "train.seed must be an integer >= 0, got True"),
+        ({"methods": {"sptt": {"lora_rank": 4}}}, "methods.sptt names no registered method"),
+    ],
+)  # fmt: skip
+def test_train_refuses_bad_params(tmp_path, capsys, prepared, params, needle):
+    argv = train_argv(
+        write_params(tmp_path, params), prepared, tmp_path / "out", "--method", "lora"
+    )
+    argv += ["--datasets", "synA"]
+    one_line_error(argv, capsys, needle)
+
+
+def test_report_refuses_a_fractional_n_boot(tmp_path, capsys):
+    argv = ["report", "--params", write_params(tmp_path, {"report": {"n_boot": 2.7}}),
+            "--eval-root", str(tmp_path / "none"), "--out", str(tmp_path / "rep")]  # fmt: skip
+    one_line_error(argv, capsys, "report.n_boot must be an integer >= 1, got 2.7")
+
+
+def test_report_reads_pipeline_prepared_roots(tmp_path, monkeypatch):
+    """dvc.yaml declares pipeline.prepared_roots for the report stage: the report must read it."""
+    import spt.reports.pipeline_report as pipeline_report
+    from spt.cli import main
+
+    seen = {}
+    monkeypatch.setattr(pipeline_report, "build_report", lambda c: seen.setdefault("c", c) and [])
+    params = write_params(tmp_path, {"pipeline": {"prepared_roots": ["somewhere/prepared"]}})
+    assert main(["report", "--params", params, "--out", str(tmp_path / "rep")]) == 0
+    assert seen["c"].prepared_roots == (Path("somewhere/prepared"),)
+
+
+def test_prepare_refuses_a_list_as_prepared_root(tmp_path, capsys):
+    params = write_params(tmp_path, {"data": {"prepared_root": [str(tmp_path / "x")]}})
+    one_line_error(["prepare", "--params", params], capsys, "data.prepared_root must be")
+    assert not any(p.name.startswith("[") for p in Path.cwd().iterdir())
