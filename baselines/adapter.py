@@ -28,10 +28,14 @@ init), the loss knobs of :class:`baselines.finetuned.FineTunedSAM`, ``multimask_
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Literal
+
 from segment_anything.modeling import ImageEncoderViT, MaskDecoder
 from torch import Tensor, nn
 
-from baselines.finetuned import FineTunedSAM, seeded_init
+from baselines.finetuned import FineTunedConfig, FineTunedSAM, seeded_init
+from spt.config.schema import setting
 from spt.errors import SuiteError
 
 PLACEMENTS = ("both", "attn", "mlp")
@@ -121,19 +125,30 @@ def unfreeze_decoder(decoder: MaskDecoder, multimask_output: bool) -> None:
             mlp.requires_grad_(False)
 
 
+@dataclass(frozen=True)
+class AdapterConfig(FineTunedConfig):
+    """``methods.adapter``: bottleneck adapters in the encoder blocks."""
+
+    ratio: float = setting(0.25, "adapter width = encoder dim x ratio", minimum=0, min_open=True)
+    placement: Literal["both", "attn", "mlp"] = setting(
+        "both", "where the adapters go (Medical SAM Adapter placement)"
+    )
+    mlp_scale: float = setting(0.5, "scale of the adapter beside the MLP")
+    train_decoder: bool = setting(True, "also tune the mask decoder (not its IoU head)")
+
+
 class AdapterSAM(FineTunedSAM):
     """SAM with bottleneck adapters in the encoder blocks; the mask decoder trains by default."""
 
     name = "adapter"
     stages = ("final",)
-    known_params = FineTunedSAM.known_params | {"ratio", "placement", "mlp_scale", "train_decoder"}
+    config_class = AdapterConfig
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        self.ratio = self.param_float("ratio", 0.25, minimum=0, min_open=True)
-        self.placement = self.param_choice("placement", "both", PLACEMENTS)
-        self.mlp_scale = self.param_float("mlp_scale", 0.5)
-        self.train_decoder = self.param_bool("train_decoder", True)
+        own = self.config
+        self.ratio, self.placement = own.ratio, own.placement
+        self.mlp_scale, self.train_decoder = own.mlp_scale, own.train_decoder
         with seeded_init(self.init_seed, self.device):
             self.adapters = add_encoder_adapters(
                 self.sam.image_encoder, self.ratio, self.placement, self.mlp_scale

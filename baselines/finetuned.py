@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from baselines.zero_shot import ZeroShotSAM
-from spt.harness.method import TrainableMethod, TrainingSample, assign_named_tensors
+from baselines.zero_shot import ZeroShotConfig, ZeroShotSAM
+from spt.artifacts import assign_named_tensors
+from spt.config.schema import setting
+from spt.harness.method import TrainableMethod, TrainingSample
 from spt.training.losses import (
     HQ_SAM_IMPORTANCE_SAMPLE_RATIO,
     HQ_SAM_OVERSAMPLE_RATIO,
@@ -21,8 +24,22 @@ from spt.training.losses import (
     hq_sam_loss,
 )
 
-# HQ-SAM's point-sampled loss knobs, shared with SPT.
-LOSS_PARAMS = frozenset({"loss_points", "loss_oversample", "loss_importance"})
+
+@dataclass(frozen=True)
+class FineTunedConfig(ZeroShotConfig):
+    """Zero-shot SAM's params plus HQ-SAM's point-sampled loss (SPT's defaults)."""
+
+    loss_points: int | None = setting(
+        None, "points of the point-sampled loss; null: 112 x 112, capped at one per low-res logit",
+        minimum=1,
+    )  # fmt: skip
+    loss_oversample: float = setting(
+        HQ_SAM_OVERSAMPLE_RATIO, "candidate points drawn per loss point", minimum=1
+    )
+    loss_importance: float = setting(
+        HQ_SAM_IMPORTANCE_SAMPLE_RATIO, "share of loss points at the most uncertain logits",
+        minimum=0, maximum=1,
+    )  # fmt: skip
 
 
 @contextlib.contextmanager
@@ -51,20 +68,15 @@ class FineTunedSAM(ZeroShotSAM, TrainableMethod):
     """
 
     name = ""
-    known_params = ZeroShotSAM.known_params | LOSS_PARAMS
+    config_class = FineTunedConfig
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        self.init_seed = self.param_int("init_seed", 0, minimum=0)
-        self.loss_points = self.param_int(
-            "loss_points", default_loss_points(self.spec.low_res_size), minimum=1
-        )
-        self.loss_oversample = self.param_float(
-            "loss_oversample", HQ_SAM_OVERSAMPLE_RATIO, minimum=1
-        )
-        self.loss_importance = self.param_float(
-            "loss_importance", HQ_SAM_IMPORTANCE_SAMPLE_RATIO, minimum=0, maximum=1
-        )
+        config = self.config
+        self.init_seed = config.init_seed
+        self.loss_points = config.loss_points or default_loss_points(self.spec.low_res_size)
+        self.loss_oversample = config.loss_oversample
+        self.loss_importance = config.loss_importance
 
     @property
     def network(self) -> nn.Module:

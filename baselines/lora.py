@@ -37,14 +37,17 @@ modules); ``dropout`` 0 (peft's dropout draws from torch's global RNG); ``target
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from segment_anything.modeling import ImageEncoderViT
 from torch import nn
 
-from baselines.finetuned import FineTunedSAM, seeded_init
+from baselines.finetuned import FineTunedConfig, FineTunedSAM, seeded_init
+from spt.config.schema import setting
 from spt.errors import SuiteError
 
 LORA_TARGETS = ("qkv", "qv")
@@ -109,22 +112,34 @@ def lora_target_pattern(targets: str, decoder: bool) -> str:
     return f"({pattern}|{DECODER_PATTERN})" if decoder else pattern
 
 
+@dataclass(frozen=True)
+class LoRAConfig(FineTunedConfig):
+    """``methods.lora``: peft LoRA on the encoder attention (and optionally the decoder)."""
+
+    rank: int = setting(8, "LoRA rank r", minimum=1)
+    alpha: float = setting(
+        1.0, "LoRA alpha; the update is scaled by alpha / rank", minimum=0, min_open=True
+    )
+    dropout: float = setting(0.0, "LoRA dropout", minimum=0, maximum=1, max_open=True)
+    targets: Literal["qkv", "qv"] = setting(
+        "qkv", "qkv: the whole fused qkv (plain peft); qv: q and v only, as SPT"
+    )
+    decoder: bool = setting(False, "also adapt the decoder's q_proj / v_proj (SPT's decoder set)")
+    peft_adapter: str | None = setting(None, "a saved peft adapter folder to start from")
+
+
 class LoRASAM(FineTunedSAM):
     """SAM with peft LoRA on the encoder attention (and optionally the decoder's q/v)."""
 
     name = "lora"
     stages = ("final",)
-    known_params = FineTunedSAM.known_params | {
-        "rank", "alpha", "dropout", "targets", "decoder", "peft_adapter",
-    }  # fmt: skip
+    config_class = LoRAConfig
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        self.rank = self.param_int("rank", 8, minimum=1)
-        self.alpha = self.param_float("alpha", 1.0, minimum=0, min_open=True)
-        self.dropout = self.param_float("dropout", 0.0, minimum=0, maximum=1, max_open=True)
-        self.targets = self.param_choice("targets", "qkv", LORA_TARGETS)
-        self.decoder = self.param_bool("decoder", False)
+        own = self.config
+        self.rank, self.alpha, self.dropout = own.rank, own.alpha, own.dropout
+        self.targets, self.decoder = own.targets, own.decoder
         config = LoraConfig(
             r=self.rank,
             lora_alpha=self.alpha,
@@ -134,7 +149,7 @@ class LoRASAM(FineTunedSAM):
         )
         if self.targets == "qv":
             split_encoder_qkv(self.sam.image_encoder)
-        adapter = self.param_str("peft_adapter")
+        adapter = own.peft_adapter
         with seeded_init(self.init_seed, self.device):
             if adapter:
                 self.peft_model = _load_peft(self.sam, Path(adapter), config)

@@ -36,6 +36,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -51,17 +52,17 @@ from baselines.wesam_losses import (
     pseudo_labels,
 )
 from baselines.wesam_views import WeSAMViews, weak_and_strong_views
+from spt.artifacts import assign_named_tensors
+from spt.config.schema import setting
 from spt.errors import SuiteError
-from spt.harness.method import TrainableMethod, TrainingSample, assign_named_tensors
-from spt.harness.prompts import Prompt, PromptUnavailable, build_prompt
+from spt.harness.method import MethodConfig, TrainableMethod, TrainingSample
+from spt.harness.prompts import Prompt, build_prompt_or_box
 from spt.model.lora import LoRAFusedQKV, add_encoder_lora
 from spt.sam import load_sam
 from spt.training.losses import dice_loss, iou_head_loss, sigmoid_focal_loss
 from spt.training.samples import normalise
 
 LOSS_TERMS = ("focal", "dice", "iou", "anchor", "contrastive")
-DEFAULT_LOSS_WEIGHTS = {"focal": 20.0, "dice": 1.0, "iou": 1.0, "anchor": 1.0, "contrastive": 1.0}
-FALLBACK_PROMPT_MODE = "box"
 
 
 @contextmanager
@@ -101,10 +102,7 @@ def instance_prompts(
     for k in kept:
         resized = regions[k].astype(np.float32) * 255.0  # build_prompt's 0..255 mask convention
         instance_id = f"{image_id}#instance{k}"
-        try:
-            prompts.append(build_prompt(mode, resized, key, instance_id, low_res))
-        except PromptUnavailable:
-            prompts.append(build_prompt(FALLBACK_PROMPT_MODE, resized, key, instance_id, low_res))
+        prompts.append(build_prompt_or_box(mode, resized, key, instance_id, low_res))
     return prompts
 
 
@@ -146,38 +144,55 @@ class RoleOutputs:
     predicted_iou: torch.Tensor
 
 
+@dataclass(frozen=True)
+class WeSAMConfig(MethodConfig):
+    """``methods.wesam`` (defaults: the official code's; deviations in docs/baselines.md)."""
+
+    lora_rank: int = setting(4, "rank of the encoder q/v LoRA", minimum=1)
+    lora_alpha: float | None = setting(
+        None, "LoRA alpha; null: the rank (WeSAM adds B A x unscaled)", minimum=0, min_open=True
+    )
+    multimask_output: bool = setting(
+        False, "decode three masks per prompt and keep the highest predicted IoU"
+    )
+    focal_weight: float = setting(20.0, "weight of the focal loss", minimum=0)
+    dice_weight: float = setting(1.0, "weight of the Dice loss", minimum=0)
+    iou_weight: float = setting(1.0, "weight of the IoU-head loss", minimum=0)
+    anchor_weight: float = setting(1.0, "weight of the anchor loss", minimum=0)
+    contrastive_weight: float = setting(1.0, "weight of the contrastive loss", minimum=0)
+    temperature: float = setting(
+        WESAM_TEMPERATURE, "temperature of the contrastive loss", minimum=0, min_open=True
+    )
+    contrastive_form: Literal["infonce", "wesam"] = setting(
+        "infonce", "infonce: the paper's loss; wesam: the official code's form"
+    )
+    focal_alpha: float = setting(0.25, "focal alpha; < 0: unweighted", maximum=1)
+    focal_gamma: float = setting(2.0, "focal gamma", minimum=0)
+    max_instances: int = setting(40, "instances per image used in training", minimum=1)
+    init_seed: int = setting(
+        0, "random weights (tiny without a checkpoint) and LoRA's A", minimum=0
+    )
+
+
 class WeSAM(TrainableMethod):
     """WeSAM's self-training of SAM (anchor / teacher / student) with encoder q/v LoRA."""
 
     name = "wesam"
     stages = ("final",)
-    known_params = frozenset(
-        {"lora_rank", "lora_alpha", "multimask_output", "init_seed", "temperature"}
-        | {"contrastive_form", "focal_alpha", "focal_gamma", "max_instances"}
-        | {f"{t}_weight" for t in LOSS_TERMS}
-    )
+    config_class = WeSAMConfig
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        rank = self.param_int("lora_rank", 4, minimum=1)
-        # WeSAM adds B A x unscaled: alpha = rank
-        alpha = self.param_float("lora_alpha", rank, minimum=0, min_open=True)
-        self.multimask_output = self.param_bool("multimask_output", False)
-        self.loss_weights = {
-            t: self.param_float(f"{t}_weight", DEFAULT_LOSS_WEIGHTS[t], minimum=0)
-            for t in LOSS_TERMS
-        }
-        self.temperature = self.param_float(
-            "temperature", WESAM_TEMPERATURE, minimum=0, min_open=True
-        )
-        self.contrastive_form = self.param_choice(
-            "contrastive_form", "infonce", ("infonce", "wesam")
-        )
-        self.focal_alpha = self.param_float("focal_alpha", 0.25, maximum=1)  # < 0: unweighted
-        self.focal_gamma = self.param_float("focal_gamma", 2.0, minimum=0)
-        self.max_instances = self.param_int("max_instances", 40, minimum=1)
-
-        seed = self.param_int("init_seed", 0, minimum=0)
+        own = self.config
+        rank = own.lora_rank
+        alpha = float(rank) if own.lora_alpha is None else own.lora_alpha
+        self.multimask_output = own.multimask_output
+        self.loss_weights = {t: getattr(own, f"{t}_weight") for t in LOSS_TERMS}
+        self.temperature = own.temperature
+        self.contrastive_form = own.contrastive_form
+        self.focal_alpha, self.focal_gamma = own.focal_alpha, own.focal_gamma
+        self.max_instances = own.max_instances
+        seed = own.init_seed
         # Built on CPU: LoRA's A is drawn from the (forked, seeded) CPU RNG, so the method is a
         # function of its params on any device.
         self.sam: Sam = load_sam(backbone, self.checkpoint, "cpu", seed=seed)

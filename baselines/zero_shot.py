@@ -11,11 +11,26 @@ backbone loaded without a checkpoint, i.e. ``tiny``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from spt.harness.method import Method
+from spt.config.schema import setting
+from spt.harness.method import Method, MethodConfig
 from spt.harness.prompts import Prompt
 from spt.sam import load_sam
+
+
+@dataclass(frozen=True)
+class ZeroShotConfig(MethodConfig):
+    """``methods.zero_shot``."""
+
+    multimask_output: bool = setting(
+        False, "decode SAM's three masks per prompt and keep the highest predicted IoU"
+    )
+    init_seed: int = setting(
+        0, "random weights of a backbone without a checkpoint (tiny)", minimum=0
+    )
 
 
 class ZeroShotSAM(Method):
@@ -23,13 +38,12 @@ class ZeroShotSAM(Method):
 
     name = "zero_shot"
     stages = ("final",)
-    known_params = frozenset({"multimask_output", "init_seed"})
+    config_class = ZeroShotConfig
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        self.multimask_output = self.param_bool("multimask_output", False)
-        seed = self.param_int("init_seed", 0, minimum=0)
-        self.sam = load_sam(backbone, self.checkpoint, self.device, seed=seed)
+        self.multimask_output = self.config.multimask_output
+        self.sam = load_sam(backbone, self.checkpoint, self.device, seed=self.config.init_seed)
         self.sam.requires_grad_(False)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:

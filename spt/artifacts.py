@@ -186,6 +186,31 @@ def load_trained(method: LoadsTrainedState, path: str | Path) -> dict[str, Any]:
 # --- examples.npz -----------------------------------------------------------------------------
 
 
+def assign_named_tensors(
+    params: Mapping[str, torch.nn.Parameter], state: Mapping[str, torch.Tensor], what: str
+) -> None:
+    """Copy ``state`` into ``params`` (same names, same shapes) or raise a one-line SuiteError
+    saying what does not fit; ``what`` names the method and its configuration."""
+    missing, unexpected = set(params) - set(state), set(state) - set(params)
+    if missing or unexpected:
+        raise SuiteError(
+            f"trained state does not fit {what} (missing {sorted(missing)[:3]}, unexpected "
+            f"{sorted(unexpected)[:3]}); load it with the params it was trained with"
+        )
+    wrong = [name for name, value in state.items() if value.shape != params[name].shape]
+    if wrong:
+        raise SuiteError(
+            f"trained state does not fit {what}: other shapes ({wrong[0]} is "
+            f"{tuple(state[wrong[0]].shape)}, expected {tuple(params[wrong[0]].shape)}); load it "
+            "with the params it was trained with"
+        )
+    import torch  # only when weights are copied: the base layer loads without torch
+
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value.to(params[name].device))
+
+
 def save_examples(kept: Mapping[str, np.ndarray], path: Path) -> None:
     """Write the kept masks ({"<image id>|<mode>|<stage>": bool (H,W)}), bit-packed, with their
     shapes, via :func:`replace_atomically`."""

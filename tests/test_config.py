@@ -116,13 +116,31 @@ def test_schema_defaults_match_the_layers_that_use_them():
     )  # fmt: skip
 
 
-def test_configuration_reference_is_current():
-    from spt.config.reference import reference_markdown
+def test_configuration_reference_is_current(capsys):
+    from spt.cli import main
 
+    assert main(["config", "--reference"]) == 0
     committed = (REPO / "docs" / "configuration.md").read_text(encoding="utf-8")
-    assert committed == reference_markdown(), (
-        "docs/configuration.md is stale: python -m spt.config.reference > docs/configuration.md"
+    assert committed == capsys.readouterr().out, (
+        "docs/configuration.md is stale: spt config --reference > docs/configuration.md"
     )
+    for name in ("spt", "lora", "adapter", "wesam", "zero_shot"):
+        assert f"## `methods.{name}`" in committed
+
+
+def test_spt_config_prints_the_checked_settings(tmp_path, capsys):
+    from spt.cli import main
+
+    params = write_params(tmp_path, {"evaluate": {"seed": 4}, "methods": {"lora": {"rank": 2}}})
+    assert main(["config", "--params", params]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["evaluate"]["seed"] == 4 and shown["evaluate"]["resize"] == "square"
+    assert shown["methods"]["lora"]["rank"] == 2 and shown["methods"]["lora"]["alpha"] == 1.0
+    assert shown["methods"]["wesam"]["lora_rank"] == 4  # defaults of unconfigured methods
+    params = write_params(tmp_path, {"methods": {"lora": {"rnak": 2}}})
+    one_line_error(["config", "--params", params], capsys, "methods.lora.rnak is not a known")
+    params = write_params(tmp_path, {"data": {"datasets": {"x": {"layout": "nope"}}}})
+    one_line_error(["config", "--params", params], capsys, "data.datasets.x.layout")
 
 
 # --- the loader refuses what used to pass silently -------------------------------------------
@@ -206,6 +224,7 @@ def test_command_line_overrides_are_checked_like_the_file():
     ("params", "needle"),
     [
         ({"evaluate": {"seed": 1.9}}, "evaluate.seed must be an integer >= 0, got 1.9"),
+        ({"evaluate": {"seed": True}}, "evaluate.seed must be an integer >= 0, got True"),
         ({"evaluate": {"mask_prompt_logit": float("nan")}}, "evaluate.mask_prompt_logit must be"),
         ({"evaluate": {"instance": True}}, "evaluate.instance is not a known setting"),
         ({"pipeline": {"backbon": "vit_b"}}, "pipeline.backbon is not a known setting"),
@@ -222,7 +241,7 @@ def test_evaluate_refuses_bad_params(tmp_path, capsys, prepared, params, needle)
 def test_evaluate_refuses_a_duplicated_section(tmp_path, capsys, prepared):
     text = "evaluate:\n  prompt_modes: [box]\nevaluate:\n  prompt_modes: [coarse]\n"
     argv = evaluate_argv(write_params(tmp_path, text), prepared, tmp_path / "out")
-    one_line_error(argv, capsys, "'evaluate' is given twice")
+    one_line_error([*argv, "--datasets", "synA"], capsys, "'evaluate' is given twice")
 
 
 @pytest.mark.parametrize(
@@ -231,7 +250,7 @@ def test_evaluate_refuses_a_duplicated_section(tmp_path, capsys, prepared):
         ({"train": {"augment": {"hflip": True}}}, "train.augment.hflip must be a number in [0, 1], got True"),
         ({"train": {"augment": {"hflip": "0.5"}}}, "train.augment.hflip must be a number in [0, 1], got '0.5'"),
         ({"train": {"augment": {"lsj_scale": "12"}}}, "train.augment.lsj_scale must be a list of 2 numbers"),
-        ({"train": {"seed": True}}, "train.seed must be an integer >= 0, got True"),
+        ({"train": {"augment": {"lsj_prob": "1"}}}, "train.augment.lsj_prob must be a number in [0, 1], got '1'"),
         ({"methods": {"sptt": {"lora_rank": 4}}}, "methods.sptt names no registered method"),
     ],
 )  # fmt: skip

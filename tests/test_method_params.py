@@ -1,21 +1,23 @@
-"""Method params: typed readers, declared keys, and one-line errors naming methods.<name>.<key>."""
+"""Method params: each method's typed config class, and one-line errors naming
+methods.<name>.<key>."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Literal
 
 import pytest
 import yaml
 
 from spt.cli import main
-from spt.config.checks import read_bool, read_choice, read_float, read_int, read_str
+from spt.config.schema import BadSetting, convert
 from spt.errors import SuiteError
-from spt.harness.method import available_methods, build_method, method_class
+from spt.harness.method import available_methods, build_method, method_class, param_names
 from spt.model.method import spt_config_from
 from tests.harness_synthetic import write_dataset
 
 REPO_PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-WHERE = "methods.demo"
 
 
 def _error(call, *args, **kwargs) -> str:
@@ -27,40 +29,36 @@ def _error(call, *args, **kwargs) -> str:
 
 
 @pytest.mark.parametrize(
-    ("read", "value", "limits", "expected"),
+    ("hint", "value", "meta", "expected"),
     [
-        (read_int, "x", {}, "an integer"),
-        (read_int, 2.0, {}, "an integer"),
-        (read_int, True, {}, "an integer"),
-        (read_int, -3, {"minimum": 1}, "an integer >= 1"),
-        (read_float, "x", {}, "a number"),
-        (read_float, None, {}, "a number"),
-        (read_float, float("nan"), {}, "a number"),
-        (read_float, 0, {"minimum": 0, "min_open": True}, "a number > 0"),
-        (read_float, 1.0, {"minimum": 0, "maximum": 1, "max_open": True}, "in [0, 1)"),
-        (read_bool, "maybe", {}, "true or false"),
-        (read_bool, 1, {}, "true or false"),
-        (read_str, 5, {}, "a string"),
+        (int, "x", {}, "an integer"),
+        (int, 2.0, {}, "an integer"),
+        (int, True, {}, "an integer"),
+        (int, -3, {"minimum": 1}, "an integer >= 1"),
+        (float, "x", {}, "a number"),
+        (float, None, {}, "a number"),
+        (float, float("nan"), {}, "a number"),
+        (float, 0, {"minimum": 0, "min_open": True}, "a number > 0"),
+        (float, 1.0, {"minimum": 0, "maximum": 1, "max_open": True}, "in [0, 1)"),
+        (bool, "maybe", {}, "true or false"),
+        (bool, 1, {}, "true or false"),
+        (str, 5, {}, "a non-empty string"),
+        (Literal["qkv", "qv"], "qk", {}, "one of qkv, qv"),
     ],
 )
-def test_readers_reject_wrong_types_and_ranges(read, value, limits, expected):
-    message = _error(read, {"knob": value}, WHERE, "knob", **limits)
-    assert message.startswith(f"{WHERE}.knob must be ") and expected in message
-    assert f"got {value!r}" in message and "params file" in message
+def test_values_of_the_wrong_kind_or_range_are_refused(hint, value, meta, expected):
+    with pytest.raises(BadSetting) as info:
+        convert(value, hint, meta)
+    assert expected in info.value.expected and info.value.value is value
 
 
-def test_readers_accept_good_values_and_defaults():
-    params = {"i": 3, "f": 2, "b": False, "c": "qv", "s": "a/b", "empty": ""}
-    assert read_int(params, WHERE, "i", 1, minimum=1) == 3
-    assert read_int(params, WHERE, "missing", 7) == 7
-    assert read_float(params, WHERE, "f", 0.0) == 2.0 and isinstance(
-        read_float(params, WHERE, "f", 0.0), float
-    )
-    assert read_bool(params, WHERE, "b", True) is False
-    assert read_choice(params, WHERE, "c", "qkv", ("qkv", "qv")) == "qv"
-    assert read_str(params, WHERE, "s") == "a/b"
-    assert read_str(params, WHERE, "empty") is None and read_str(params, WHERE, "none") is None
-    assert "one of qkv, qv" in _error(read_choice, {"c": "qk"}, WHERE, "c", "qkv", ("qkv", "qv"))
+def test_good_values_are_kept_and_ints_become_floats():
+    assert convert(3, int, {"minimum": 1}) == 3
+    assert convert(2, float, {}) == 2.0 and isinstance(convert(2, float, {}), float)
+    assert convert(False, bool, {}) is False
+    assert convert("qv", Literal["qkv", "qv"], {}) == "qv"
+    assert convert(None, str | None, {}) is None
+    assert convert("box", tuple[str, ...], {}) == ("box",)
 
 
 @pytest.mark.parametrize(
@@ -70,7 +68,8 @@ def test_readers_accept_good_values_and_defaults():
         ("spt", {"lora_rank": -3}, "lora_rank", "an integer >= 1"),
         ("spt", {"relation_threshold": "x"}, "relation_threshold", "a number"),
         ("spt", {"detach_draft": "no"}, "detach_draft", "true or false"),
-        ("spt", {"relation_blocks": [5]}, "relation_blocks", "null (every block)"),
+        ("spt", {"relation_blocks": [5]}, "relation_blocks", "a list of integers in [0, 1]"),
+        ("spt", {"relation_blocks": []}, "relation_blocks", "at least one"),
         ("spt", {"loss_points": 0}, "loss_points", "an integer >= 1"),
         ("adapter", {"ratio": "x"}, "ratio", "a number > 0"),
         ("adapter", {"train_decoder": "yes"}, "train_decoder", "true or false"),
@@ -81,7 +80,8 @@ def test_readers_accept_good_values_and_defaults():
         ("zero_shot", {"multimask_output": "maybe"}, "multimask_output", "true or false"),
         ("lora", {"multimask_output": "maybe"}, "multimask_output", "true or false"),
         ("lora", {"dropout": 5.0}, "dropout", "a number in [0, 1)"),
-        ("lora", {"peft_adapter": 3}, "peft_adapter", "a string"),
+        ("lora", {"peft_adapter": 3}, "peft_adapter", "a non-empty string"),
+        ("lora", {"targets": "k"}, "targets", "one of qkv, qv"),
         ("lora", {"loss_oversample": 0.5}, "loss_oversample", "a number >= 1"),
     ],
 )
@@ -97,21 +97,32 @@ def test_bad_param_values_are_one_line_errors_naming_the_key(method, params, key
 )
 def test_unknown_keys_are_errors_listing_the_valid_ones(method, typo):
     message = _error(build_method, method, "tiny", params={typo: 1})
-    assert message.startswith(f"methods.{method}.{typo}: unknown param")
-    for key in method_class(method).known_params:
+    assert message.startswith(f"methods.{method}.{typo} is not a known setting (did you mean ")
+    for key in param_names(method_class(method)):
         assert key in message
 
 
-def test_every_method_declares_its_keys_and_accepts_the_train_overrides():
-    for name in available_methods():
-        assert method_class(name).known_params, name
-    # The methods section of the repository's params.yaml, `train:` overrides included, as
-    # `spt evaluate` passes it.
+def test_params_yaml_documents_every_method_param_and_no_other():
+    """params.yaml's methods section lists each method's declared params, no more, no less (the
+    defaults where the embedded default keeps them), and builds every method."""
     sections = yaml.safe_load(REPO_PARAMS.read_text())["methods"]
+    assert sorted(sections) == available_methods()
     assert "train" in sections["wesam"]
     for name, params in sections.items():
-        assert set(params) - {"train"} <= method_class(name).known_params, name
+        declared = param_names(method_class(name))
+        assert declared, name
+        assert sorted(set(params) - {"train"}) == sorted(declared), name
         build_method(name, "tiny", params=params)
+
+
+def test_method_configs_are_frozen_typed_dataclasses():
+    for name in available_methods():
+        cls = method_class(name).config_class
+        assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, name
+        for field in dataclasses.fields(cls):
+            assert field.metadata.get("doc"), f"{name}.{field.name} has no doc"
+    method = build_method("lora", "tiny", params={"rank": 2})
+    assert method.config.rank == 2 and method.config.targets == "qkv"
 
 
 def test_a_params_section_that_is_not_a_mapping_is_an_error():

@@ -1,6 +1,7 @@
 """The settings reference (docs/configuration.md), written from the schema so it cannot drift:
-``python -m spt.config.reference > docs/configuration.md`` regenerates it, and
-tests/test_config.py fails when the committed file differs."""
+``spt config --reference > docs/configuration.md`` regenerates it (the sections here plus each
+registered method's config class), and tests/test_config.py fails when the committed file
+differs."""
 
 from __future__ import annotations
 
@@ -34,7 +35,9 @@ docs/baselines.md); `methods.<name>.train` overrides `train` for that method key
 (`augment: {hflip: 0}` keeps the other augment settings). Dataset entries
 (`data.datasets.<name>`) are checked against their layout's reader (docs/data.md).
 
-This file is generated from the schema: `python -m spt.config.reference > docs/configuration.md`.
+`spt config` prints the settings a params file gives once checked and defaults filled in
+(`spt config --params my.yaml`). This file is generated from the schema:
+`spt config --reference > docs/configuration.md`.
 """
 
 
@@ -80,8 +83,28 @@ def _bounds(meta: typing.Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def reference_markdown() -> str:
-    """The reference: one table per section, a row per setting (nested sections inline)."""
+def _table(cls: type, prefix: str) -> list[str]:
+    """One row per setting of ``cls`` (nested sections inline), keys under ``prefix``."""
+    defaults = cls()
+    lines = ["| key | type | default | range | meaning |", "|---|---|---|---|---|"]
+    for key, field, field_hint in walk(cls, prefix):
+        value: Any = defaults
+        for part in key[len(prefix) + 1 :].split("."):
+            value = getattr(value, part)
+        if is_section(field_hint):
+            row = (f"`{key}`", "section", "", "", field.metadata["doc"])
+        else:
+            row = (
+                f"`{key}`", _type(field_hint), f"`{_default(value)}`",
+                _bounds(field.metadata), field.metadata["doc"],
+            )  # fmt: skip
+        lines.append("| " + " | ".join(row) + " |")
+    return [*lines, ""]
+
+
+def reference_markdown(methods: typing.Mapping[str, type] | None = None) -> str:
+    """The reference: one table per section, then one per method of ``methods`` (name ->
+    config class), a row per setting."""
     defaults = SuiteConfig()
     lines = [HEADER]
     for section in dataclasses.fields(SuiteConfig):
@@ -93,23 +116,9 @@ def reference_markdown() -> str:
         if not is_section(hint):
             lines.append(f"A mapping; default `{_default(getattr(defaults, section.name))}`.\n")
             continue
-        lines.append("| key | type | default | range | meaning |")
-        lines.append("|---|---|---|---|---|")
-        for key, field, field_hint in walk(hint, section.name):
-            value: Any = defaults
-            for part in key.split("."):
-                value = getattr(value, part)
-            if is_section(field_hint):
-                row = (f"`{key}`", "section", "", "", field.metadata["doc"])
-            else:
-                row = (
-                    f"`{key}`", _type(field_hint), f"`{_default(value)}`",
-                    _bounds(field.metadata), field.metadata["doc"],
-                )  # fmt: skip
-            lines.append("| " + " | ".join(row) + " |")
-        lines.append("")
+        lines += _table(hint, section.name)
+    for name, cls in sorted((methods or {}).items()):
+        lines.append(f"## `methods.{name}`\n")
+        lines.append((cls.__doc__ or "").strip().splitlines()[0].replace("``", "`") + "\n")
+        lines += _table(cls, f"methods.{name}") if dataclasses.fields(cls) else ["No params.\n"]
     return "\n".join(lines).rstrip() + "\n"
-
-
-if __name__ == "__main__":
-    print(reference_markdown(), end="")

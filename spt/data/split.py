@@ -16,10 +16,10 @@ order files were listed, the worker count, or which other datasets are prepared.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections import defaultdict
 
+from spt.data.stable_random import keyed_rank
 from spt.errors import SuiteError
 
 
@@ -31,7 +31,7 @@ def train_count(n: int, fraction: float) -> int:
 
 
 def rank_key(seed: int, image_id: str) -> tuple[str, str]:
-    return hashlib.sha256(f"{seed}|{image_id}".encode()).hexdigest(), image_id
+    return keyed_rank(seed, image_id), image_id
 
 
 def check_fraction(fraction: float, where: str) -> float:

@@ -36,6 +36,7 @@ from spt import codegraph, numerics
 from spt.artifacts import load_trained, read_examples, save_examples
 from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
+from spt.data.stable_random import keyed_rank
 from spt.errors import SuiteError
 from spt.harness.method import Method, build_method, method_class
 from spt.harness.metrics import MaskScorer
@@ -196,10 +197,9 @@ def example_ids(image_ids: Sequence[str], seed: int, count: int) -> set[str]:
     """The ``count`` images of a dataset whose predictions are kept for figures: the smallest
     keyed hashes, so every method keeps the same images whatever their order."""
 
-    def key(image_id: str) -> str:
-        return hashlib.sha256(f"{seed}|{image_id}|example".encode()).hexdigest()
-
-    return set(sorted(image_ids, key=key)[:count])
+    return set(
+        sorted(image_ids, key=lambda image_id: keyed_rank(seed, image_id, "example"))[:count]
+    )
 
 
 def _no_prompt(base: dict, mode: str, stage: str, reason: str) -> dict:

@@ -26,14 +26,7 @@ import numpy as np
 import torch
 
 from spt.config import SuiteConfig
-from spt.config.checks import (
-    NO_DEFAULT,
-    read_bool,
-    read_choice,
-    read_float,
-    read_int,
-    read_str,
-)
+from spt.config.schema import build, fields
 from spt.errors import SuiteError
 from spt.harness.prompts import Prompt
 from spt.sam import get_spec
@@ -48,23 +41,33 @@ EXTRA_METHOD_MODULES = ("spt.model.method",)
 PASSED_THROUGH_PARAMS = frozenset({"train"})
 
 
+@dataclass(frozen=True)
+class MethodConfig:
+    """The params of a method that has none: ``methods.<name>`` must be empty.
+
+    A method declares its params as a frozen dataclass subclassing this one (peft's config
+    classes are the model), each field an :func:`spt.config.schema.setting` with its type,
+    default, range and meaning; the schema checks ``methods.<name>`` against it once.
+    """
+
+
 class Method(ABC):
     """A promptable segmentation method evaluated by the harness.
 
     Built from ``(backbone, checkpoint, device, params)``: a backbone name from
     :data:`spt.sam.BACKBONES`, a checkpoint path or None (random init, tiny only), a torch device
-    and the method's own parameters (a dict, e.g. from params.yaml).
+    and the method's own parameters (a dict, e.g. ``methods.<name>`` of params.yaml).
 
     Subclasses set ``name`` (unique, the ``--method`` value), ``stages``, the names of the
     outputs :meth:`decode` returns (zero-shot SAM: ``("final",)``; SPT: ``("draft", "final")``),
-    and ``known_params``, every params key they read: any other key is a SuiteError (a typo
-    would otherwise silently leave a default in place). Read params with :meth:`param_int`,
-    :meth:`param_float`, :meth:`param_bool`, :meth:`param_choice` and :meth:`param_str`.
+    and ``config_class``, the dataclass of their params (:class:`MethodConfig`). The checked
+    params are ``self.config``; a key the class does not declare, or a value of the wrong type
+    or range, is a one-line SuiteError naming ``methods.<name>.<key>``.
     """
 
     name: ClassVar[str] = ""
     stages: ClassVar[tuple[str, ...]] = ("final",)
-    known_params: ClassVar[frozenset[str]] = frozenset()
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
 
     def __init__(
         self,
@@ -82,43 +85,15 @@ class Method(ABC):
                 f"methods.{self.name} must be a mapping of param: value, got "
                 f"{type(params).__name__}; fix it in the params file"
             )
-        self.params = dict(params or {})
-        unknown = sorted(
-            str(k) for k in self.params if k not in self.known_params | PASSED_THROUGH_PARAMS
-        )
-        if unknown:
-            valid = ", ".join(sorted(self.known_params)) or "none"
-            raise SuiteError(
-                f"methods.{self.name}.{unknown[0]}: unknown param of method {self.name!r}; "
-                f"valid keys: {valid} (and train, the method's overrides of train.*)"
-            )
-
-    # --- params --------------------------------------------------------------------------
+        self.params = {
+            str(k): v for k, v in (params or {}).items() if k not in PASSED_THROUGH_PARAMS
+        }
+        self.config = build(self.config_class, self.params, None, self.params_key)
 
     @property
     def params_key(self) -> str:
         """Where the params come from, for error messages: ``methods.<name>``."""
         return f"methods.{self.name}"
-
-    def param_int(self, key: str, default: Any = NO_DEFAULT, **limits: Any) -> int:
-        """``params[key]`` (else ``default``) as an int within ``limits`` (see :func:`read_int`)."""
-        return read_int(self.params, self.params_key, key, default, **limits)
-
-    def param_float(self, key: str, default: Any = NO_DEFAULT, **limits: Any) -> float:
-        """``params[key]`` (else ``default``) as a finite float (see :func:`read_float`)."""
-        return read_float(self.params, self.params_key, key, default, **limits)
-
-    def param_bool(self, key: str, default: Any = NO_DEFAULT) -> bool:
-        """``params[key]`` (else ``default``): only a real ``true`` / ``false``."""
-        return read_bool(self.params, self.params_key, key, default)
-
-    def param_choice(self, key: str, default: Any, choices: Sequence[str]) -> str:
-        """``params[key]`` (else ``default``): one of ``choices``."""
-        return read_choice(self.params, self.params_key, key, default, choices)
-
-    def param_str(self, key: str, default: str | None = None) -> str | None:
-        """``params[key]`` (else ``default``): a string, or None (null) for "not set"."""
-        return read_str(self.params, self.params_key, key, default)
 
     @abstractmethod
     def encode(self, image: torch.Tensor) -> Any:
@@ -187,29 +162,6 @@ def check_trainable(method: Method | type[Method]) -> None:
             f"method {method.name!r} is not trainable (zero-shot); train one of "
             f"{', '.join(trainable)}"
         )
-
-
-def assign_named_tensors(
-    params: Mapping[str, torch.nn.Parameter], state: Mapping[str, torch.Tensor], what: str
-) -> None:
-    """Copy ``state`` into ``params`` (same names, same shapes) or raise a one-line SuiteError
-    saying what does not fit; ``what`` names the method and its configuration."""
-    missing, unexpected = set(params) - set(state), set(state) - set(params)
-    if missing or unexpected:
-        raise SuiteError(
-            f"trained state does not fit {what} (missing {sorted(missing)[:3]}, unexpected "
-            f"{sorted(unexpected)[:3]}); load it with the params it was trained with"
-        )
-    wrong = [name for name, value in state.items() if value.shape != params[name].shape]
-    if wrong:
-        raise SuiteError(
-            f"trained state does not fit {what}: other shapes ({wrong[0]} is "
-            f"{tuple(state[wrong[0]].shape)}, expected {tuple(params[wrong[0]].shape)}); load it "
-            "with the params it was trained with"
-        )
-    with torch.no_grad():
-        for name, value in state.items():
-            params[name].copy_(value.to(params[name].device))
 
 
 @dataclass
@@ -296,6 +248,11 @@ def method_class(name: str) -> type[Method]:
         raise SuiteError(
             f"unknown method {name!r}: choose one of {', '.join(sorted(_REGISTRY)) or 'none'}"
         ) from None
+
+
+def param_names(method: Method | type[Method]) -> tuple[str, ...]:
+    """The params keys a method declares (its ``config_class`` fields), in declaration order."""
+    return tuple(f.name for f in fields(method.config_class))
 
 
 def method_params(config: SuiteConfig, name: str) -> dict[str, Any]:

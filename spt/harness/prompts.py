@@ -23,7 +23,6 @@ one prompt set covering all its defect regions (official protocol); with ``insta
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from spt.data.stable_random import stable_rng
 from spt.errors import SuiteError
 
 if TYPE_CHECKING:  # torch is imported where tensors are made, so the CLI's --help stays fast
@@ -121,8 +121,7 @@ def validate_mode(mode: str) -> str:
 
 def prompt_rng(seed: int, image_id: str, mode: str) -> np.random.Generator:
     """The generator for one (seed, image id, mode): independent of order, workers and globals."""
-    digest = hashlib.sha256(f"{seed}|{image_id}|{mode}".encode()).digest()
-    return np.random.Generator(np.random.PCG64(int.from_bytes(digest[:16], "little")))
+    return stable_rng(seed, image_id, mode)
 
 
 def foreground(resized_mask: np.ndarray) -> np.ndarray:
@@ -246,3 +245,18 @@ def build_prompt(
         return Prompt(mode, boxes=np.stack([tight_box(f) for f in filled]))
     masks = np.stack([mask_prompt_logits(f, low_res, mask_prompt_logit) for f in filled])
     return Prompt(mode, mask_input=masks)
+
+
+def build_prompt_or_box(
+    mode: str, resized_mask: np.ndarray, seed: int, image_id: str, low_res: int
+) -> Prompt:
+    """:func:`build_prompt`, or the box prompt when ``mode`` cannot be built on this mask.
+
+    For training samples, which must always have a prompt: only a tiny object lacks the pixels
+    some modes need, and its box always exists (a mask with no foreground at all still raises
+    PromptUnavailable). Evaluation never falls back: it records the reason instead.
+    """
+    try:
+        return build_prompt(mode, resized_mask, seed, image_id, low_res)
+    except PromptUnavailable:
+        return build_prompt("box", resized_mask, seed, image_id, low_res)

@@ -17,14 +17,15 @@ Params (``methods.spt`` in params.yaml; defaults are the official code's):
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from spt.config.checks import read_bool, read_float, read_int
-from spt.errors import SuiteError
-from spt.harness.method import TrainableMethod, TrainingSample, assign_named_tensors
+from spt.artifacts import assign_named_tensors
+from spt.config.schema import build, setting
+from spt.harness.method import MethodConfig, TrainableMethod, TrainingSample
 from spt.harness.prompts import Prompt
 from spt.model.convert import load_official_spt
 from spt.model.spt_model import SPTConfig, SPTModel, build_spt
@@ -32,40 +33,55 @@ from spt.training.losses import default_loss_points, hq_sam_loss
 
 WHERE = "methods.spt"
 DECODER_BLOCKS = 2  # two-way transformer blocks in SAM's mask decoder, every backbone
-CONFIG_PARAMS = frozenset(
-    {"lora_rank", "lora_alpha", "lora_dropout", "relation_threshold", "relation_blocks"}
-    | {"gamma_init", "detach_draft"}
-)
 
 
-def spt_config_from(params: Mapping[str, Any]) -> SPTConfig:
-    """The model options in ``params``; a wrong type or range is a SuiteError naming the key."""
+@dataclass(frozen=True)
+class SPTParams(MethodConfig):
+    """``methods.spt``; the defaults are the official code's (its argument in brackets)."""
+
+    lora_rank: int = setting(8, "LoRA rank on encoder and decoder q/v", minimum=1)
+    lora_alpha: float = setting(
+        1.0, "LoRA alpha; the update is scaled by alpha / rank", minimum=0, min_open=True
+    )
+    lora_dropout: float = setting(0.0, "LoRA dropout", minimum=0, maximum=1, max_open=True)
+    relation_threshold: float = setting(
+        0.0, "[vatt_alpha] keep relations S_ij > threshold / N; 0: off", minimum=0
+    )
+    relation_blocks: tuple[int, ...] | None = setting(
+        None, "[vatt_pos] two-way blocks with VRA; null: every block",
+        minimum=0, maximum=DECODER_BLOCKS - 1, nonempty=True,
+    )  # fmt: skip
+    gamma_init: float = setting(0.0, "[vatt_init] initial value of every gamma entry")
+    detach_draft: bool = setting(True, "the draft feeds the final decoder without gradient")
+    official_checkpoint: str | None = setting(
+        None, "an official SAM-SPT checkpoint to evaluate (converted on load)"
+    )
+    init_seed: int = setting(0, "random weights of tiny and the new modules", minimum=0)
+    draft_loss_weight: float = setting(1.0, "weight of the draft decoder's loss", minimum=0)
+    final_loss_weight: float = setting(1.0, "weight of the final decoder's loss", minimum=0)
+    loss_points: int | None = setting(
+        None, "points of the point-sampled loss; null: 112 x 112, capped at one per low-res logit",
+        minimum=1,
+    )  # fmt: skip
+    loss_oversample: float = setting(3.0, "candidate points drawn per loss point", minimum=1)
+    loss_importance: float = setting(
+        0.75, "share of loss points at the most uncertain logits", minimum=0, maximum=1
+    )
+
+
+def spt_config_from(params: SPTParams | Mapping[str, Any]) -> SPTConfig:
+    """The model options of ``methods.spt`` (checked by the schema when given as a mapping)."""
+    if not isinstance(params, SPTParams):
+        params = build(SPTParams, dict(params), None, WHERE)
     return SPTConfig(
-        lora_rank=read_int(params, WHERE, "lora_rank", 8, minimum=1),
-        lora_alpha=read_float(params, WHERE, "lora_alpha", 1.0, minimum=0, min_open=True),
-        lora_dropout=read_float(
-            params, WHERE, "lora_dropout", 0.0, minimum=0, maximum=1, max_open=True
-        ),
-        relation_threshold=read_float(params, WHERE, "relation_threshold", 0.0, minimum=0),
-        relation_blocks=_relation_blocks(params.get("relation_blocks")),
-        gamma_init=read_float(params, WHERE, "gamma_init", 0.0),
-        detach_draft=read_bool(params, WHERE, "detach_draft", True),
+        lora_rank=params.lora_rank,
+        lora_alpha=params.lora_alpha,
+        lora_dropout=params.lora_dropout,
+        relation_threshold=params.relation_threshold,
+        relation_blocks=params.relation_blocks,
+        gamma_init=params.gamma_init,
+        detach_draft=params.detach_draft,
     )
-
-
-def _relation_blocks(value: Any) -> tuple[int, ...] | None:
-    """null (every block) or a list of two-way block indices."""
-    if value is None:
-        return None
-    valid = isinstance(value, list | tuple) and all(
-        isinstance(b, int) and not isinstance(b, bool) and 0 <= b < DECODER_BLOCKS for b in value
-    )
-    if not valid or not value:
-        raise SuiteError(
-            f"{WHERE}.relation_blocks must be null (every block) or a non-empty list of block "
-            f"indices in 0..{DECODER_BLOCKS - 1}, got {value!r}; fix it in the params file"
-        )
-    return tuple(value)
 
 
 class SPTMethod(TrainableMethod):
@@ -73,25 +89,17 @@ class SPTMethod(TrainableMethod):
 
     name = "spt"
     stages = ("draft", "final")
-    known_params = CONFIG_PARAMS | {
-        "official_checkpoint", "init_seed", "draft_loss_weight", "final_loss_weight",
-        "loss_points", "loss_oversample", "loss_importance",
-    }  # fmt: skip
+    config_class = SPTParams
 
     def __init__(self, backbone, checkpoint=None, device="cpu", params=None) -> None:
         super().__init__(backbone, checkpoint, device, params)
-        config = spt_config_from(self.params)
-        official = self.param_str("official_checkpoint")
-        seed = self.param_int("init_seed", 0, minimum=0)
-        self.loss_weights = (
-            self.param_float("draft_loss_weight", 1.0, minimum=0),
-            self.param_float("final_loss_weight", 1.0, minimum=0),
-        )
-        self.loss_points = self.param_int(
-            "loss_points", default_loss_points(self.spec.low_res_size), minimum=1
-        )
-        self.loss_oversample = self.param_float("loss_oversample", 3.0, minimum=1)
-        self.loss_importance = self.param_float("loss_importance", 0.75, minimum=0, maximum=1)
+        own = self.config
+        config = spt_config_from(own)
+        official, seed = own.official_checkpoint, own.init_seed
+        self.loss_weights = (own.draft_loss_weight, own.final_loss_weight)
+        self.loss_points = own.loss_points or default_loss_points(self.spec.low_res_size)
+        self.loss_oversample = own.loss_oversample
+        self.loss_importance = own.loss_importance
         if official:
             self.model: SPTModel = load_official_spt(
                 official, backbone, self.checkpoint, config, self.device

@@ -38,9 +38,9 @@ from segment_anything.modeling import Sam
 from spt.artifacts import save_torch, write_text_atomically
 from spt.config import PretrainSection, override
 from spt.config.schema import build
-from spt.data.stable_random import stable_rng
+from spt.data.stable_random import stable_rng, torch_seed
 from spt.errors import SuiteError
-from spt.harness.prompts import PromptUnavailable, build_prompt, validate_mode
+from spt.harness.prompts import build_prompt_or_box, validate_mode
 from spt.numerics import describe
 from spt.pretrain.model import PromptedSam
 from spt.pretrain.natural import natural_scene
@@ -185,16 +185,12 @@ def make_sample_builder(config: PretrainConfig, size: int, low_res: int):
         resized = np.where(mask, 255.0, 0.0).astype(np.float32)
         mode = config.prompt_modes[int(rng.integers(len(config.prompt_modes)))]
         prompt_id = f"{image_id}/{number}/epoch{epoch}"
-        try:
-            prompt = build_prompt(mode, resized, config.seed, prompt_id, low_res)
-        except PromptUnavailable:
-            # Only a tiny object lacks the pixels some modes need; its box always exists.
-            prompt = build_prompt("box", resized, config.seed, prompt_id, low_res)
+        prompt = build_prompt_or_box(mode, resized, config.seed, prompt_id, low_res)
         return {
             "image": normalise(image),
             "target": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None, None],
             "prompt": prompt,
-            "key": key & (2**63 - 1),
+            "key": torch_seed(config.seed, image_id, epoch, "train"),  # = key's low 63 bits
         }
 
     return make_sample

@@ -35,10 +35,10 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from spt.artifacts import save_torch
+from spt.artifacts import assign_named_tensors, save_torch
 from spt.config.checks import is_number, range_text
+from spt.data.stable_random import keyed_int
 from spt.errors import SuiteError
-from spt.harness.method import assign_named_tensors
 
 # Validation rules of the optimisation knobs: key -> (integer?, lower bound, bound excluded?).
 TRAIN_RULES: dict[str, tuple[bool, float, bool]] = {
@@ -123,8 +123,7 @@ class TrainConfig:
 
 def sample_key(seed: int, image_id: str, epoch: int, purpose: str = "train") -> int:
     """A 64-bit seed that depends only on (seed, image id, epoch, purpose)."""
-    text = f"{seed}|{image_id}|{epoch}|{purpose}".encode()
-    return int.from_bytes(hashlib.sha256(text).digest()[:8], "little")
+    return keyed_int(seed, image_id, epoch, purpose)
 
 
 def epoch_order(image_ids: Sequence[str], seed: int, epoch: int) -> list[int]:

@@ -36,7 +36,12 @@ from spt.data.images import read_mask, read_rgb
 from spt.errors import SuiteError
 from spt.harness.method import TrainingSample
 from spt.harness.preprocess import InputFrame, mask_to_input, normalise_planes
-from spt.harness.prompts import PromptUnavailable, build_prompt, validate_mode
+from spt.harness.prompts import (
+    PromptUnavailable,
+    build_prompt,
+    build_prompt_or_box,
+    validate_mode,
+)
 from spt.sam.backbones import BackboneSpec
 from spt.training.augment import large_scale_jitter, random_hflip
 from spt.training.engine import sample_key
@@ -199,14 +204,9 @@ class TrainingSet:
                 self.jitter_fallbacks.add((image_id, epoch))
         mode = opts.prompt_modes[int(rng.integers(len(opts.prompt_modes)))]
         prompt_id = f"{image_id}#{epoch}"
-        try:
-            prompt = build_prompt(
-                mode, mask.astype(np.float32), opts.seed, prompt_id, self.spec.low_res_size
-            )
-        except PromptUnavailable:
-            prompt = build_prompt(
-                "box", mask.astype(np.float32), opts.seed, prompt_id, self.spec.low_res_size
-            )
+        prompt = build_prompt_or_box(
+            mode, mask.astype(np.float32), opts.seed, prompt_id, self.spec.low_res_size
+        )
         target = torch.from_numpy((mask > 128).astype(np.float32))[None, None].to(self.device)
         return TrainingSample(
             image_id=image_id,
