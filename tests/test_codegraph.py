@@ -23,6 +23,21 @@ def test_no_module_imports_one_from_a_higher_layer():
     assert codegraph.upward_imports() == []
 
 
+def test_the_config_layer_and_the_engine_stay_small():
+    """spt.config is a base layer (nothing of the suite but spt.errors and the package); the training
+    engine does not pull in the method registry; no params file is parsed outside spt.config."""
+    config = {m for m in codegraph.closure(["spt.config"]) if not m.startswith("spt.config")}
+    assert config <= {"spt", "spt.errors", "spt.numerics"}, config  # the package imports numerics
+    assert "spt.harness.method" not in codegraph.closure(["spt.training.engine"])
+    root = ROOT
+    readers = sorted(
+        str(path.relative_to(root))
+        for path in [*root.glob("spt/**/*.py"), *root.glob("baselines/*.py")]
+        if "yaml.load" in path.read_text() or "yaml.safe_load" in path.read_text()
+    )
+    assert readers == ["spt/config/loader.py"], readers
+
+
 def test_every_module_is_in_a_layer():
     for module in codegraph.module_files():
         codegraph.layer_of(module)  # raises for a package missing from LAYERS

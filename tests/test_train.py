@@ -77,6 +77,31 @@ def test_samples_are_pure_functions_of_seed_id_epoch(synthetic_prepared):
     assert sample.image_uint8.dtype == np.uint8 and sample.image_uint8.shape == (128, 128, 3)
 
 
+@pytest.mark.parametrize("resize", ["square", "longest-side"])
+def test_unaugmented_training_inputs_are_the_evaluation_inputs(synthetic_prepared, resize):
+    """With no flip and no jitter a training sample's image is, bit for bit, what evaluation
+    feeds the model (the harness's input path: unrounded resize, normalise, pad), and its
+    target is the evaluation's resized mask."""
+    from spt.data.images import read_mask, read_rgb
+    from spt.harness.preprocess import InputFrame, image_to_input, mask_to_input
+
+    rows = training_rows(synthetic_prepared, ["mtd_twin"])
+    spec = get_spec("tiny")
+    options = SampleOptions(seed=0, hflip=0.0, lsj_prob=0.0, resize=resize)
+    samples = TrainingSet(rows, spec, options)
+    shapes = set()
+    for index in range(len(samples)):
+        row = samples.rows.iloc[index]
+        image = read_rgb(Path(row["image_path"]))
+        frame = InputFrame.for_image(*image.shape[:2], spec.image_size, resize)
+        shapes.add(image.shape[0] == image.shape[1])
+        sample = samples(index, 0)
+        assert torch.equal(sample.image, image_to_input(image, frame)), row["image_id"]
+        mask = mask_to_input(read_mask(Path(row["mask_path"])), frame) > 128
+        assert torch.equal(sample.target[0, 0], torch.from_numpy(mask).float())
+    assert False in shapes  # a non-square image: longest-side pads it
+
+
 def test_training_rows_take_only_train_defects(synthetic_prepared):
     rows = training_rows(synthetic_prepared, ["mtd_twin"])
     manifest = pd.read_csv(synthetic_prepared / "mtd_twin" / "manifest.csv")

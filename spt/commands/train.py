@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "         else the file `spt backbones` lists; tiny may have none); knobs from\n"
             "         params.yaml: train.* (epochs, batch_size, lr, lr_step_epochs, lr_gamma,\n"
             "         warmup_steps, seed, prompt_modes, augment, datasets), methods.<method>.*\n"
-            "         (the method's own params) and methods.<method>.train.* (per-method\n"
-            "         overrides of train.*).\n"
+            "         (the method's own params), methods.<method>.train.* (per-method\n"
+            "         overrides of train.*) and evaluate.resize (inputs are prepared as the\n"
+            "         evaluation prepares them).\n"
             "Outputs: <out>/<method>/<backbone>/trained.pt (trained tensors + config; give it\n"
             "         to `spt evaluate --trained`), train_log.csv, state/last.pt (resume).\n\n"
             "Samples (augmentation, prompt) are pure functions of (seed, image id, epoch).\n"
@@ -87,6 +88,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import os
+    from dataclasses import asdict
 
     import torch
 
@@ -123,14 +125,20 @@ def run(args: argparse.Namespace) -> int:
             "no datasets: pass --datasets NAME [NAME ...] or set train.datasets or "
             f"pipeline.datasets in {args.params}"
         )
-    config = TrainConfig(**{k: getattr(settings, k) for k in _CONFIG_KEYS})
     augment = settings.augment
     options = SampleOptions(
         seed=settings.seed,
         prompt_modes=settings.prompt_modes,
+        resize=params.evaluate.resize,  # inputs prepared as the evaluation prepares them
         hflip=augment.hflip,
         lsj_prob=augment.lsj_prob,
         lsj_scale=augment.lsj_scale,
+    )
+    # The sample options shape the weights: in the fingerprint, so --resume refuses a change.
+    samples = {**asdict(options), "prompt_modes": list(options.prompt_modes)}
+    samples["lsj_scale"] = list(options.lsj_scale)
+    config = TrainConfig(
+        **{k: getattr(settings, k) for k in _CONFIG_KEYS}, extra={"samples": samples}
     )
     check_trainable(method_class(args.method))  # before the backbone is loaded
     method = build_method(args.method, backbone, checkpoint, device, own_params)

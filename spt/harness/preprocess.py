@@ -73,6 +73,22 @@ def normalise_planes(planes: torch.Tensor) -> torch.Tensor:
     return (planes - mean) / std
 
 
+def image_content(
+    image: np.ndarray, frame: InputFrame, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """RGB uint8 (H,W,3) -> float32 pixels (1,3,h',w') in 0..255, resized to the frame's
+    content (bilinear, not rounded): the first step of :func:`image_to_input`, which training
+    shares so that its augmentations start from the pixels evaluation feeds."""
+    planes = torch.from_numpy(np.ascontiguousarray(image)).to(device)
+    return _resize_content(planes.permute(2, 0, 1)[None].float(), frame)
+
+
+def content_to_input(content: torch.Tensor, frame: InputFrame) -> torch.Tensor:
+    """Resized pixels (1,3,h',w') -> normalised float32 (1,3,S,S), padded with 0 after the
+    normalisation (bottom / right), as SAM does."""
+    return _pad_to_input(normalise_planes(content), frame)
+
+
 def image_to_input(
     image: np.ndarray, frame: InputFrame, device: torch.device | str = "cpu"
 ) -> torch.Tensor:
@@ -81,9 +97,7 @@ def image_to_input(
     Normalisation comes after the resize and before padding, as in SAM, so the padding is 0
     in the normalised space.
     """
-    planes = torch.from_numpy(np.ascontiguousarray(image)).to(device)
-    planes = _resize_content(planes.permute(2, 0, 1)[None].float(), frame)
-    return _pad_to_input(normalise_planes(planes), frame)
+    return content_to_input(image_content(image, frame, device), frame)
 
 
 def mask_to_input(mask: np.ndarray, frame: InputFrame) -> np.ndarray:

@@ -1,9 +1,12 @@
 """Training augmentations applied jointly to an image and its mask, driven by an explicit RNG.
 
-Representation: ``image`` is an (H, W, 3) uint8 RGB numpy array, ``mask`` an (H, W) numpy array
-(bool or integer; its dtype is kept). uint8 because the photometric ops (posterize, equalize,
-solarize) are defined on 8-bit levels and images decode to uint8; tensors are made afterwards.
-Geometric ops move image and mask together; photometric ops touch the image only.
+Representation: ``image`` is an (H, W, 3) RGB numpy array, ``mask`` an (H, W) numpy array
+(bool or integer; its dtype is kept). The geometric ops (flips, large-scale jitter) take uint8
+or float32 pixels in 0..255 and keep the dtype: training jitters the float pixels the harness's
+input path resized, unrounded. Photometric ops (WeSAM's views) take uint8 only, as they are
+defined on 8-bit levels. Geometric ops move image and mask together; photometric ops touch the
+image only. Resizing goes through torch's bilinear kernel, pinned in portable numerics (OpenCV's
+float kernels dispatch by CPU).
 
 Every random choice comes from the ``numpy.random.Generator`` passed in, never a global RNG, so
 a generator keyed on (seed, image id, epoch), e.g. ``spt.data.stable_random.stable_rng(...)``,
@@ -81,7 +84,7 @@ def random_hflip(
 
     Returns (image, mask, flipped).
     """
-    check_image_mask(image, mask)
+    check_image_mask(image, mask, float_ok=True)
     flipped = bool(rng.random() < p)
     flips = Flips(horizontal=flipped, vertical=False)
     return apply_flips(image, flips), apply_flips(mask, flips), flipped
@@ -115,9 +118,11 @@ def large_scale_jitter(
 ) -> tuple[np.ndarray, np.ndarray, JitterRecord]:
     """HQ-SAM's large-scale jitter: random rescale, then a random crop or a pad to a fixed size.
 
-    image (H, W, 3) uint8, mask (H, W) -> image (S, S, 3), mask (S, S), S = ``output_size``.
+    image (H, W, 3) uint8 or float32, mask (H, W) -> image (S, S, 3) of the same dtype, mask
+    (S, S), S = ``output_size``.
     1. Draw s uniformly in ``scale_range``; resize so the longer side is ``s * S`` (aspect kept,
-       sides rounded, at least 1 px): image bilinear, mask nearest (values stay in the input set).
+       sides rounded, at least 1 px): image bilinear (torch, half-pixel centres, no antialias;
+       uint8 rounded back), mask nearest (values stay in the input set).
     2. Where the resized side exceeds S, keep a window at a uniformly drawn integer offset.
     3. Where it falls short, pad at the bottom / right with 0 in image and mask (SAM also pads
        bottom / right, so padding never shifts the content).
@@ -125,7 +130,7 @@ def large_scale_jitter(
     convention as bilinear for the image, so both stay aligned; plain ``INTER_NEAREST`` is off by
     up to half a source pixel.
     """
-    check_image_mask(image, mask)
+    check_image_mask(image, mask, float_ok=True)
     low, high = scale_range
     if not 0 < low <= high:
         raise ValueError(f"scale_range must satisfy 0 < low <= high, got {scale_range}")
@@ -135,7 +140,7 @@ def large_scale_jitter(
     resized_h = max(1, round(height * factor))
     resized_w = max(1, round(width * factor))
 
-    resized_image = cv2.resize(image, (resized_w, resized_h), interpolation=cv2.INTER_LINEAR)
+    resized_image = _resize_bilinear(image, resized_h, resized_w)
     resized_mask = _resize_mask_nearest(mask, resized_h, resized_w)
 
     crop_y = int(rng.integers(0, max(resized_h - output_size, 0) + 1))
@@ -155,6 +160,16 @@ def large_scale_jitter(
         content_hw=(content_h, content_w),
     )
     return out_image, out_mask, record
+
+
+def _resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W, 3) pixels -> (height, width, 3) of the same dtype, as the harness resizes."""
+    planes = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).permute(2, 0, 1)
+    resized = torch.nn.functional.interpolate(
+        planes[None], size=(height, width), mode="bilinear", align_corners=False
+    )[0].permute(1, 2, 0)
+    values = np.ascontiguousarray(resized.numpy())
+    return to_uint8(values) if image.dtype == np.uint8 else values
 
 
 def _resize_mask_nearest(mask: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -178,15 +193,17 @@ def to_uint8(values: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-def check_image(image: np.ndarray) -> None:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
-        raise ValueError("image must be an (H, W, 3) uint8 numpy array")
+def check_image(image: np.ndarray, float_ok: bool = False) -> None:
+    dtypes = (np.uint8, np.float32) if float_ok else (np.uint8,)
+    if not isinstance(image, np.ndarray) or image.dtype not in dtypes or image.ndim != 3:
+        kinds = "uint8 or float32" if float_ok else "uint8"
+        raise ValueError(f"image must be an (H, W, 3) {kinds} numpy array")
     if image.shape[2] != 3:
         raise ValueError(f"image must have 3 channels, got shape {image.shape}")
 
 
-def check_image_mask(image: np.ndarray, mask: np.ndarray) -> None:
-    check_image(image)
+def check_image_mask(image: np.ndarray, mask: np.ndarray, float_ok: bool = False) -> None:
+    check_image(image, float_ok)
     if not isinstance(mask, np.ndarray) or mask.shape != image.shape[:2]:
         raise ValueError(
             f"mask must be an (H, W) numpy array matching the image {image.shape[:2]}, "

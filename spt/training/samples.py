@@ -5,12 +5,16 @@ flip, jitter, prompt mode, prompt and method key on any machine, in any process,
 
 Per sample (defaults in params.yaml ``train.augment``):
 
-1. Read the image and its normalised mask; resize both to the S x S model input as evaluation
-   does (bilinear, no aspect preserved; mask as float, foreground > 128).
+1. Read the image and its normalised mask and resize both with the harness's own input path
+   (:mod:`spt.harness.preprocess`, the ``resize`` protocol of evaluation: ``square`` or
+   ``longest-side``): the image as unrounded float pixels, the mask as float with foreground
+   > 128. With no augmentation the sample's image is exactly what evaluation feeds the model
+   (padding bottom / right, 0 after normalisation).
 2. Horizontal flip with probability ``hflip``.
-3. Large-scale jitter with probability ``lsj_prob`` (scale in ``lsj_scale``). If the jitter
-   crops the whole defect away, the un-jittered sample is used (a target without foreground
-   teaches nothing and admits no prompt); such samples are counted in ``jitter_fallbacks``.
+3. Large-scale jitter with probability ``lsj_prob`` (scale in ``lsj_scale``) of the resized
+   content, padded with black as HQ-SAM's recipe does. If the jitter crops the whole defect
+   away, the un-jittered sample is used (a target without foreground teaches nothing and admits
+   no prompt); such samples are counted in ``jitter_fallbacks``.
 4. A prompt mode drawn from ``prompt_modes``; the prompt is built from the augmented target with
    the harness's own prompt code, keyed by ``<image id>#<epoch>`` so it changes each epoch. A
    mode that cannot be built (a defect too small for 5 points) falls back to ``box``.
@@ -33,17 +37,23 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from spt.data.images import read_mask, read_rgb
+from spt.data.stable_random import torch_seed
 from spt.errors import SuiteError
 from spt.harness.method import TrainingSample
-from spt.harness.preprocess import InputFrame, mask_to_input, normalise_planes
+from spt.harness.preprocess import (
+    InputFrame,
+    image_content,
+    mask_to_input,
+    normalise_planes,
+)
 from spt.harness.prompts import (
     PromptUnavailable,
     build_prompt,
     build_prompt_or_box,
     validate_mode,
 )
-from spt.sam.backbones import BackboneSpec
-from spt.training.augment import large_scale_jitter, random_hflip
+from spt.sam.backbones import SAM_PIXEL_MEAN, BackboneSpec
+from spt.training.augment import large_scale_jitter, random_hflip, to_uint8
 from spt.training.engine import sample_key
 
 TRAIN_PROMPT_MODES = ("box", "points-1", "points-3", "points-5", "coarse")
@@ -55,6 +65,7 @@ class SampleOptions:
 
     seed: int = 0
     prompt_modes: tuple[str, ...] = TRAIN_PROMPT_MODES
+    resize: str = "square"  # the input protocol, as evaluate.resize
     hflip: float = 0.5
     lsj_prob: float = 1.0
     lsj_scale: tuple[float, float] = (0.1, 2.0)
@@ -83,20 +94,33 @@ def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
-    """(H,W) 0/255 mask -> (size, size) 0/255 uint8, as evaluation resizes it."""
-    frame = InputFrame.for_image(mask.shape[0], mask.shape[1], size)
+def resize_mask(mask: np.ndarray, size: int, resize: str = "square") -> np.ndarray:
+    """(H,W) 0/255 mask -> (size, size) 0/255 uint8, as evaluation resizes it (padding 0)."""
+    frame = InputFrame.for_image(mask.shape[0], mask.shape[1], size, resize)
     return np.where(mask_to_input(mask, frame) > 128, 255, 0).astype(np.uint8)
 
 
-def resize_pair(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(H,W,3) uint8 image and (H,W) 0/255 mask -> the same at (size, size), as evaluation does."""
-    planes = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    resized = torch.nn.functional.interpolate(
-        planes, size=(size, size), mode="bilinear", align_corners=False
-    )
-    image_s = resized[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
-    return image_s, resize_mask(mask, size)
+def input_content(
+    image: np.ndarray, mask: np.ndarray, size: int, resize: str = "square"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(H,W,3) uint8 image and (H,W) 0/255 mask -> the content of the model input as the
+    harness prepares it: float32 pixels (h',w',3) in 0..255, not rounded, and the 0/255 uint8
+    mask (h',w'); (h', w') is the frame's content size (S x S for ``square``)."""
+    frame = InputFrame.for_image(image.shape[0], image.shape[1], size, resize)
+    pixels = image_content(image, frame)[0].permute(1, 2, 0).numpy()
+    content = (slice(0, frame.content_height), slice(0, frame.content_width))
+    return np.ascontiguousarray(pixels), resize_mask(mask, size, resize)[content]
+
+
+def pad_content(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Content (h',w',3) float pixels and (h',w') mask -> (size, size), bottom / right padding:
+    SAM's pixel mean in the image (0 once normalised, as evaluation pads) and 0 in the mask."""
+    out = np.empty((size, size, 3), np.float32)
+    out[...] = np.asarray(SAM_PIXEL_MEAN, np.float32)
+    out_mask = np.zeros((size, size), mask.dtype)
+    height, width = mask.shape
+    out[:height, :width], out_mask[:height, :width] = image, mask
+    return out, out_mask
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -120,7 +144,7 @@ def check_same_size(row: pd.Series, image_hw: tuple[int, ...], mask_hw: tuple[in
         )
 
 
-def unusable_reason(mask: np.ndarray, size: int) -> str | None:
+def unusable_reason(mask: np.ndarray, size: int, resize: str = "square") -> str | None:
     """Why a training image admits no prompt at size x size (None: it does).
 
     An empty mask (a stale file) is named as such, not as a defect lost in the resize.
@@ -128,14 +152,15 @@ def unusable_reason(mask: np.ndarray, size: int) -> str | None:
     if not (mask > 128).any():
         return "mask is empty (no pixel above 128)"
     try:  # the harness's own check and wording (a box ignores the seed, id and low-res size)
-        build_prompt("box", resize_mask(mask, size).astype(np.float32), 0, "screen", size // 4)
+        resized = resize_mask(mask, size, resize).astype(np.float32)
+        build_prompt("box", resized, 0, "screen", size // 4)
     except PromptUnavailable as missing:
         return missing.reason
     return None
 
 
 def normalise(image: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """(S,S,3) uint8 -> (1,3,S,S) float32 with SAM's pixel mean and std."""
+    """(S,S,3) uint8 or float pixels -> (1,3,S,S) float32 with SAM's pixel mean and std."""
     planes = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
     return normalise_planes(planes)
 
@@ -165,7 +190,7 @@ class TrainingSet:
         for index, row in rows.iterrows():
             mask = read_mask(Path(row["mask_path"]))
             check_same_size(row, image_size(Path(row["image_path"])), mask.shape)
-            reason = unusable_reason(mask, spec.image_size)
+            reason = unusable_reason(mask, spec.image_size, options.resize)
             if reason is None:
                 keep.append(index)
             else:
@@ -192,11 +217,13 @@ class TrainingSet:
         rng = np.random.default_rng(sample_key(opts.seed, image_id, epoch, "augment"))
         image, mask = read_rgb(Path(row["image_path"])), read_mask(Path(row["mask_path"]))
         check_same_size(row, image.shape, mask.shape)
-        image, mask = resize_pair(image, mask, self.spec.image_size)
-        image, mask, _ = random_hflip(image, mask, rng, p=opts.hflip)
+        size = self.spec.image_size
+        content, content_mask = input_content(image, mask, size, opts.resize)
+        content, content_mask, _ = random_hflip(content, content_mask, rng, p=opts.hflip)
+        image, mask = pad_content(content, content_mask, size)
         if rng.random() < opts.lsj_prob:
             jittered, jittered_mask, _ = large_scale_jitter(
-                image, mask, rng, output_size=self.spec.image_size, scale_range=opts.lsj_scale
+                content, content_mask, rng, output_size=size, scale_range=opts.lsj_scale
             )
             if (jittered_mask > 128).any():
                 image, mask = jittered, jittered_mask
@@ -211,8 +238,8 @@ class TrainingSet:
         return TrainingSample(
             image_id=image_id,
             image=normalise(image, self.device),
-            image_uint8=image,
+            image_uint8=to_uint8(image),
             target=target,
             prompt=prompt,
-            key=sample_key(opts.seed, image_id, epoch, "method") >> 1,  # 63 bits: a torch seed
+            key=torch_seed(opts.seed, image_id, epoch, "method"),
         )
