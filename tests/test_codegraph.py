@@ -38,6 +38,24 @@ def test_the_config_layer_and_the_engine_stay_small():
     assert readers == ["spt/config/loader.py"], readers
 
 
+def test_keyed_randomness_and_the_box_fallback_live_in_one_place():
+    """Seeds derived from a hash, and the "prompt, else box" fallback, are written once: a
+    second copy with its own bit cut or its own wording would drift (issue #12 found five
+    sha256 seed derivations cut to 63 bits two ways, and three fallbacks)."""
+    keyed = re.compile(r"hashlib\.sha256\(f\"\{seed\}|from_bytes\(|2\s*\*\*\s*63|>>\s*1\b")
+    fallback = re.compile(r"except PromptUnavailable[^\n]*:\n\s+[^\n]*build_prompt\(")
+    seeds, fallbacks = [], []
+    for path in [*ROOT.glob("spt/**/*.py"), *ROOT.glob("baselines/*.py")]:
+        text = path.read_text()
+        name = str(path.relative_to(ROOT))
+        if keyed.search(text):
+            seeds.append(name)
+        if fallback.search(text):
+            fallbacks.append(name)
+    assert seeds == ["spt/data/stable_random.py"], seeds
+    assert fallbacks == ["spt/harness/prompts.py"], fallbacks
+
+
 def test_every_module_is_in_a_layer():
     for module in codegraph.module_files():
         codegraph.layer_of(module)  # raises for a package missing from LAYERS

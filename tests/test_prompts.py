@@ -17,6 +17,7 @@ from spt.harness.prompts import (
     Prompt,
     PromptUnavailable,
     build_prompt,
+    build_prompt_or_box,
     coarse_polygons,
     fill_polygons,
     sample_pixels,
@@ -203,6 +204,17 @@ def test_unbuildable_prompts_say_why():
         build_prompt("points-5", tiny, 0, "s", L)
     with pytest.raises(PromptUnavailable, match="vanishes"):
         build_prompt("box", np.full((128, 128), 128.0, np.float32), 0, "s", L)  # 128 is not > 128
+
+
+def test_training_prompts_fall_back_to_the_box_only_when_the_mode_cannot_be_built():
+    tiny = np.zeros((128, 128), np.float32)
+    tiny[5:7, 5:7] = 255  # 4 pixels: no points-5
+    fallback = build_prompt_or_box("points-5", tiny, 0, "s", L)
+    assert fallback.mode == "box" and fallback.equals(build_prompt("box", tiny, 0, "s", L))
+    kept = build_prompt_or_box("points-3", tiny, 0, "s", L)
+    assert kept.equals(build_prompt("points-3", tiny, 0, "s", L))
+    with pytest.raises(PromptUnavailable, match="vanishes"):  # no box either: still an error
+        build_prompt_or_box("points-5", np.zeros((128, 128), np.float32), 0, "s", L)
 
 
 def test_mode_names_are_checked():
