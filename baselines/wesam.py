@@ -53,7 +53,7 @@ from baselines.wesam_losses import (
 )
 from baselines.wesam_views import WeSAMViews, weak_and_strong_views
 from spt.artifacts import assign_named_tensors
-from spt.config.schema import setting
+from spt.config.schema import MAX_SEED, setting
 from spt.errors import SuiteError
 from spt.harness.method import MethodConfig, TrainableMethod, TrainingSample
 from spt.harness.prompts import Prompt, build_prompt_or_box
@@ -170,7 +170,7 @@ class WeSAMConfig(MethodConfig):
     focal_gamma: float = setting(2.0, "focal gamma", minimum=0)
     max_instances: int = setting(40, "instances per image used in training", minimum=1)
     init_seed: int = setting(
-        0, "random weights (tiny without a checkpoint) and LoRA's A", minimum=0
+        0, "random weights (tiny without a checkpoint) and LoRA's A", minimum=0, maximum=MAX_SEED
     )
 
 

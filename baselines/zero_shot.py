@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from spt.config.schema import setting
+from spt.config.schema import MAX_SEED, setting
 from spt.harness.method import Method, MethodConfig
 from spt.harness.prompts import Prompt
 from spt.sam import load_sam
@@ -29,7 +29,7 @@ class ZeroShotConfig(MethodConfig):
         False, "decode SAM's three masks per prompt and keep the highest predicted IoU"
     )
     init_seed: int = setting(
-        0, "random weights of a backbone without a checkpoint (tiny)", minimum=0
+        0, "random weights of a backbone without a checkpoint (tiny)", minimum=0, maximum=MAX_SEED
     )
 
 

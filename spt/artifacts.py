@@ -140,8 +140,64 @@ class LoadsTrainedState(Protocol):
 
     name: str
     backbone: str
+    params: Mapping[str, Any]  # methods.<name> as given
+    config: Any  # the checked params: a frozen dataclass (spt.harness.method.MethodConfig)
 
     def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None: ...
+
+
+def plain_config(config: Any) -> dict[str, Any]:
+    """A method's checked params as plain values (tuples as lists), as trained.pt stores them."""
+    import dataclasses
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {str(k): plain(v) for k, v in value.items()}
+        return value
+
+    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def _trained_config(method: LoadsTrainedState, blob: dict[str, Any]) -> dict[str, Any]:
+    """The checked params the weights were trained with: stored since format 1 as
+    ``method_config``; older files hold only the params as given, checked here the same way."""
+    if isinstance(blob.get("method_config"), dict):
+        return blob["method_config"]
+    given = dict(blob.get("method_params") or {})
+    given.pop("train", None)
+    try:
+        return plain_config(type(method.config)(**given))
+    except TypeError:
+        return {"(unreadable params)": sorted(given)}
+
+
+def check_trained_params(method: LoadsTrainedState, blob: dict[str, Any], path: Path) -> None:
+    """Weights trained with other method params (a VRA threshold, a LoRA rank) would be scored
+    under the current ones without a word: refuse, naming every key that differs."""
+    trained, current = _trained_config(method, blob), plain_config(method.config)
+    differ = sorted(k for k in trained.keys() | current.keys() if trained.get(k) != current.get(k))
+    if differ:
+        shown = ", ".join(
+            f"{k} {trained.get(k)!r} (now {current.get(k)!r})" for k in differ[:4]
+        ) + (", ..." if len(differ) > 4 else "")
+        raise SuiteError(
+            f"{path}: trained with other methods.{method.name} params: {shown}; evaluate with "
+            "the params it was trained with, or retrain"
+        )
+
+
+def check_finite(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """A trained state with NaN or inf weights scores IoU 0 as if it were a result: refuse."""
+    import torch
+
+    bad = [name for name, value in state.items() if not bool(torch.isfinite(value).all())]
+    if bad:
+        raise SuiteError(
+            f"{path}: {len(bad)} trained tensor(s) hold NaN or inf (e.g. {bad[0]}); the training "
+            "diverged: lower train.lr or set train.grad_clip, and retrain"
+        )
 
 
 def read_trained(path: str | Path) -> dict[str, Any]:
@@ -165,7 +221,8 @@ def read_trained(path: str | Path) -> dict[str, Any]:
 
 
 def load_trained(method: LoadsTrainedState, path: str | Path) -> dict[str, Any]:
-    """Load a ``trained.pt`` into ``method``, checking it was made for this method and backbone."""
+    """Load a ``trained.pt`` into ``method``, checking it was made for this method, backbone and
+    method params, and that its weights are finite."""
     blob = read_trained(path)
     if (blob["method"], blob["backbone"]) != (method.name, method.backbone):
         raise SuiteError(
@@ -174,6 +231,10 @@ def load_trained(method: LoadsTrainedState, path: str | Path) -> dict[str, Any]:
         )
     if not hasattr(method, "load_trained_state"):  # not a TrainableMethod
         raise SuiteError(f"{path}: method {method.name!r} is not trainable; drop --trained")
+    check_trained_params(method, blob, Path(path))
+    if not isinstance(blob.get("trained"), dict):
+        raise SuiteError(f"{path}: holds no trained tensors; retrain")
+    check_finite(blob["trained"], Path(path))
     try:
         method.load_trained_state(blob["trained"])
     except SuiteError as exc:

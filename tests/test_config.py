@@ -9,6 +9,7 @@ accepted key that an audit found (issue #12).
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from pathlib import Path
 
@@ -153,11 +154,11 @@ def test_spt_config_prints_the_checked_settings(tmp_path, capsys):
         ({"train": {"augment": {"hflip": "0.5"}}}, "train.augment.hflip must be a number in [0, 1], got '0.5'"),
         ({"train": {"augment": {"lsj_scale": "12"}}}, "train.augment.lsj_scale must be a list of 2 numbers"),
         ({"train": {"augment": {"lsj_scale": [2, 1]}}}, "train.augment.lsj_scale must be [low, high] with low <= high"),
-        ({"evaluate": {"seed": 1.9}}, "evaluate.seed must be an integer >= 0, got 1.9"),
-        ({"evaluate": {"seed": True}}, "evaluate.seed must be an integer >= 0, got True"),
-        ({"report": {"n_boot": 2.7}}, "report.n_boot must be an integer >= 1, got 2.7"),
-        ({"evaluate": {"mask_prompt_logit": float("nan")}}, "evaluate.mask_prompt_logit must be a number > 0, got nan"),
-        ({"evaluate": {"mask_prompt_logit": float("inf")}}, "evaluate.mask_prompt_logit must be a number > 0, got inf"),
+        ({"evaluate": {"seed": 1.9}}, "evaluate.seed must be an integer in [0, 4294967295], got 1.9"),
+        ({"evaluate": {"seed": True}}, "evaluate.seed must be an integer in [0, 4294967295], got True"),
+        ({"report": {"n_boot": 2.7}}, "report.n_boot must be an integer in [1, 10000000], got 2.7"),
+        ({"evaluate": {"mask_prompt_logit": float("nan")}}, "evaluate.mask_prompt_logit must be a number in (0, 1000], got nan"),
+        ({"evaluate": {"mask_prompt_logit": float("inf")}}, "evaluate.mask_prompt_logit must be a number in (0, 1000], got inf"),
         ({"data": {"prepared_root": ["x"]}}, "data.prepared_root must be a non-empty string"),
         ({"evaluate": {"seeds": 1}}, "evaluate.seeds is not a known setting (did you mean seed?)"),
         ({"pipeline": {"backbon": "vit_b"}}, "pipeline.backbon is not a known setting"),
@@ -168,7 +169,7 @@ def test_spt_config_prints_the_checked_settings(tmp_path, capsys):
         ({"methods": {"spt": {"train": {"lrr": 1}}}}, "methods.spt.train.lrr is not a known setting"),
         ({"methods": {"spt": {"train": {"augment": {"hflip": 2}}}}}, "methods.spt.train.augment.hflip must be"),
         ({"methods": {"spt": [1]}}, "methods.spt must be a mapping"),
-        ({"pipeline": {"seeds": [0, "1"]}}, "pipeline.seeds must be a list of integers >= 0"),
+        ({"pipeline": {"seeds": [0, "1"]}}, "pipeline.seeds must be a list of integers in [0, 4294967295]"),
         ({"pipeline": {"prepared_roots": []}}, "pipeline.prepared_roots must be a list of names"),
         ({"sam": {"checkpoints": {"vit_b": 3}}}, "sam.checkpoints must be a mapping whose values"),
         ({"evaluate": {"resize": "sq"}}, "evaluate.resize must be one of square, longest-side"),
@@ -194,6 +195,58 @@ def test_a_key_given_twice_is_refused(tmp_path):
         load_config(path)
 
 
+def test_a_params_file_is_bounded_before_it_is_expanded(tmp_path):
+    """An alias bomb, a deep nesting, a huge file or a pipe is one line, at once (issue #14)."""
+    path = tmp_path / "p.yaml"
+    lines = ["l0: &l0 [box, box, box, box, box, box, box, box, box, box]"]
+    for level in range(1, 11):  # 10**11 strings once expanded
+        lines.append(f"l{level}: &l{level} [" + ", ".join([f"*l{level - 1}"] * 10) + "]")
+    lines.append("evaluate: {prompt_modes: *l8}")
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SuiteError, match=r"p.yaml line \d+: more than 100 YAML aliases"):
+        load_config(path)
+    path.write_text("evaluate: {prompt_modes: " + "[" * 20_000 + "]" * 20_000 + "}\n")
+    with pytest.raises(SuiteError, match="nested more than 32 levels deep"):
+        load_config(path)
+    path.write_text("# padding\n" * 200_000)
+    with pytest.raises(SuiteError, match="bytes, more than a params file holds"):
+        load_config(path)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    with pytest.raises(SuiteError, match="not a regular file"):
+        load_config(fifo, required=True)
+
+
+def test_a_huge_wrong_value_gives_a_short_message_at_once():
+    huge = [["x"] * 1000] * 1000  # a million strings, shared rows as YAML aliases build them
+    with pytest.raises(SuiteError) as caught:
+        parse_config({"pipeline": {"backbone": huge}})
+    assert len(str(caught.value)) < 300 and "pipeline.backbone must be" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle"),
+    [
+        ({"evaluate": {"seed": 10**20}}, "evaluate.seed must be an integer in [0, 4294967295]"),
+        ({"pipeline": {"seeds": [0, 2**40]}}, "pipeline.seeds must be a list of integers in [0, 4294967295]"),
+        ({"report": {"seed": -1}}, "report.seed must be an integer in [0, 4294967295], got -1"),
+        ({"train": {"lr": 1.0e300}}, "train.lr must be a number in (0, 10], got 1e+300"),
+        ({"report": {"n_boot": 10**12}}, "report.n_boot must be an integer in [1, 10000000]"),
+        ({"methods": {"spt": {"init_seed": 2**64}}}, None),  # checked when the method is built
+    ],
+)  # fmt: skip
+def test_numbers_are_range_checked_before_any_work(raw, needle):
+    if needle is None:
+        from spt.harness.method import build_method
+
+        with pytest.raises(SuiteError, match=r"methods.spt.init_seed must be an integer in \[0, "):
+            build_method("spt", "tiny", params=raw["methods"]["spt"])
+        return
+    with pytest.raises(SuiteError) as caught:
+        parse_config(raw)
+    assert needle in str(caught.value), str(caught.value)
+
+
 def test_method_train_overrides_merge_key_by_key():
     config = parse_config(
         {"train": {"augment": {"lsj_scale": [0.5, 1.5]}, "lr": 0.01},
@@ -211,7 +264,7 @@ def test_command_line_overrides_are_checked_like_the_file():
     assert override(config, "evaluate.seed", 5, "--seed").evaluate.seed == 5
     assert config.evaluate.seed == 3  # frozen: the override made a new config
     for value in (1.9, True, "3", -1):
-        with pytest.raises(SuiteError, match=r"^--seed must be an integer >= 0"):
+        with pytest.raises(SuiteError, match=r"^--seed must be an integer in \[0, 4294967295\]"):
             override(config, "evaluate.seed", value, "--seed")
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.evaluate.seed = 4  # type: ignore[misc]
@@ -223,8 +276,8 @@ def test_command_line_overrides_are_checked_like_the_file():
 @pytest.mark.parametrize(
     ("params", "needle"),
     [
-        ({"evaluate": {"seed": 1.9}}, "evaluate.seed must be an integer >= 0, got 1.9"),
-        ({"evaluate": {"seed": True}}, "evaluate.seed must be an integer >= 0, got True"),
+        ({"evaluate": {"seed": 1.9}}, "evaluate.seed must be an integer in [0, 4294967295], got 1.9"),
+        ({"evaluate": {"seed": True}}, "evaluate.seed must be an integer in [0, 4294967295], got True"),
         ({"evaluate": {"mask_prompt_logit": float("nan")}}, "evaluate.mask_prompt_logit must be"),
         ({"evaluate": {"instance": True}}, "evaluate.instance is not a known setting"),
         ({"pipeline": {"backbon": "vit_b"}}, "pipeline.backbon is not a known setting"),
@@ -265,7 +318,7 @@ def test_train_refuses_bad_params(tmp_path, capsys, prepared, params, needle):
 def test_report_refuses_a_fractional_n_boot(tmp_path, capsys):
     argv = ["report", "--params", write_params(tmp_path, {"report": {"n_boot": 2.7}}),
             "--eval-root", str(tmp_path / "none"), "--out", str(tmp_path / "rep")]  # fmt: skip
-    one_line_error(argv, capsys, "report.n_boot must be an integer >= 1, got 2.7")
+    one_line_error(argv, capsys, "report.n_boot must be an integer in [1, 10000000], got 2.7")
 
 
 def test_report_reads_pipeline_prepared_roots(tmp_path, monkeypatch):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -260,6 +261,20 @@ def test_per_seed_run_folders_give_the_same_report(report, tmp_path):
     assert main([*argv, "--out", str(out)]) == 0
     for name in ("seed_spread.csv", "significance.json", "tables/metrics_tiny_box.csv"):
         assert (out / name).read_text() == (flat_out / name).read_text(), name
+
+
+def test_duplicate_records_are_refused_as_regress_refuses_them(tmp_path, capsys):
+    """A hand run's <method>/<backbone>/ beside the pipeline's seed0/ (issue #14 measured SPT's
+    mvtec IoU moving from 0.362 to 0.349 when both were averaged) is one line naming both."""
+    _, argv = make_inputs(tmp_path, seeds=(0,), per_seed_folders=True)
+    extra = tmp_path / "eval" / "lora" / BACKBONE
+    extra.mkdir(parents=True)
+    shutil.copy(tmp_path / "eval" / "seed0" / "lora" / BACKBONE / "records.parquet", extra)
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "duplicate evaluation record" in lines[0], lines
+    assert str(extra / "records.parquet") in lines[0] and "seed0" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_empty_eval_root_is_one_line_error(tmp_path, capsys):

@@ -156,6 +156,25 @@ def test_trained_file_checks(synthetic_prepared, tmp_path):
         load_trained(build_method("spt", "tiny"), bogus)
     with pytest.raises(SuiteError, match="not found"):
         load_trained(build_method("spt", "tiny"), tmp_path / "missing.pt")
+    load_trained(build_method("spt", "tiny"), path)  # the params it was trained with
+    # Other method params than the training's (issue #14: relation_threshold 0.9 instead of 0.0
+    # moved final IoU from 0.530 to 0.046 without a word): refused, naming the key.
+    other = build_method("spt", "tiny", params={"relation_threshold": 0.9})
+    with pytest.raises(SuiteError, match=r"relation_threshold 0.0 \(now 0.9\)"):
+        load_trained(other, path)
+    # A file from before method_config was stored: its given params are checked the same way.
+    blob = torch.load(path, weights_only=True)
+    del blob["method_config"]
+    torch.save(blob, tmp_path / "old.pt")
+    load_trained(build_method("spt", "tiny"), tmp_path / "old.pt")
+    with pytest.raises(SuiteError, match="relation_threshold"):
+        load_trained(other, tmp_path / "old.pt")
+    # NaN weights score IoU 0 with status ok: refused.
+    name = next(iter(blob["trained"]))
+    blob["trained"][name] = torch.full_like(blob["trained"][name], float("nan"))
+    torch.save(blob, tmp_path / "nan.pt")
+    with pytest.raises(SuiteError, match="hold NaN or inf"):
+        load_trained(build_method("spt", "tiny"), tmp_path / "nan.pt")
 
 
 @pytest.mark.slow

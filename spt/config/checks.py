@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import math
 import numbers
+import reprlib
 from typing import Any
+
+# A value shown in a message is cut before it is built: a YAML alias bomb or a deep nesting must
+# not be expanded by repr() just to say that it is wrong.
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxtuple, _SHORT.maxdict = 3, 4, 4, 4
+_SHORT.maxstring, _SHORT.maxother, _SHORT.maxlong = 40, 40, 40
 
 
 def shown(value: Any) -> str:
-    """``repr(value)`` cut to one short line, for messages."""
-    text = repr(value)
+    """``repr(value)`` cut to one short line, for messages (bounded however large ``value`` is)."""
+    text = _SHORT.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 

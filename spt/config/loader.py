@@ -16,6 +16,11 @@ from spt.config.sections import SuiteConfig, TrainSection
 from spt.errors import SuiteError
 
 DEFAULT_PARAMS = Path("params.yaml")
+#: Bounds a params file must keep before it is expanded: a params file is a few kilobytes, and
+#: YAML's aliases and nesting can make a small file expand to gigabytes or overflow the stack.
+MAX_BYTES = 1 << 20
+MAX_ALIASES = 100
+MAX_DEPTH = 32
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -38,10 +43,43 @@ def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
 
 
+def _check_bounds(text: str, path: Path) -> None:
+    """Refuse, from the event stream (nothing is built yet), a file with more aliases or deeper
+    nesting than any params file needs."""
+    aliases = depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent):
+            aliases += 1
+            if aliases > MAX_ALIASES:
+                raise SuiteError(
+                    f"{path} line {event.start_mark.line + 1}: more than {MAX_ALIASES} YAML "
+                    "aliases (*name); write the values out"
+                )
+        elif isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise SuiteError(
+                    f"{path} line {event.start_mark.line + 1}: nested more than {MAX_DEPTH} "
+                    "levels deep; no setting needs that, fix the file"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def read_yaml(path: Path) -> Any:
-    """The parsed file, or a one-line SuiteError naming it (and the line, for YAML errors)."""
+    """The parsed file, or a one-line SuiteError naming it (and the line, for YAML errors).
+    Files over :data:`MAX_BYTES`, :data:`MAX_ALIASES` aliases or :data:`MAX_DEPTH` levels are
+    refused before anything is built."""
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        raise SuiteError(
+            f"{path}: {size:,} bytes, more than a params file holds ({MAX_BYTES:,}); "
+            "is it the right file? fix --params"
+        )
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506
+        text = path.read_text(encoding="utf-8")
+        _check_bounds(text, path)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506
     except UnicodeDecodeError as exc:
         raise SuiteError(
             f"{path}: not UTF-8 text (byte {exc.start}); save the file as UTF-8"
@@ -73,6 +111,8 @@ def load_config(path: str | Path = DEFAULT_PARAMS, required: bool = False) -> Su
     path = Path(path)
     if path.is_dir():
         raise SuiteError(f"{path}: is a folder, not a params file; fix --params")
+    if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+        raise SuiteError(f"{path}: not a regular file (a pipe or a device?); fix --params")
     if not path.is_file():
         if required:
             raise SuiteError(f"{path}: params file not found; fix --params")

@@ -23,6 +23,10 @@ from typing import Any, Literal, Union
 from spt.config.checks import is_number, range_text, shown
 from spt.errors import SuiteError
 
+#: The largest seed a setting takes: every seed library (numpy, torch) accepts it, and records
+#: store it as a 64-bit integer.
+MAX_SEED = 2**32 - 1
+
 
 def setting(
     default: Any,

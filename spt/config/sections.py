@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from spt.config.schema import setting
+from spt.config.schema import MAX_SEED, setting
 
 #: The evaluation's prompt modes (spt.harness.prompts.DEFAULT_PROMPT_MODES; a test keeps the two
 #: equal: this layer may not import the harness).
@@ -44,7 +44,7 @@ class DataSection:
         "data", "raw-data folder; a dataset's default root is `<raw_root>/<name>`"
     )
     prepared_root: str = setting("work/prepared", "where `spt prepare` writes manifests")
-    seed: int = setting(0, "split protocol seed", minimum=0)
+    seed: int = setting(0, "split protocol seed", minimum=0, maximum=MAX_SEED)
     train_fraction: float = setting(
         0.5, "share of each defect stratum sent to train when the publisher gave no split",
         minimum=0, maximum=1, min_open=True, max_open=True,
@@ -76,7 +76,11 @@ class PipelineSection:
         (), "methods with train@ and evaluate@ stages (dvc.yaml's matrix)"
     )
     seeds: tuple[int, ...] = setting(
-        (0,), "training and prompt seeds, one run folder each", minimum=0, nonempty=True
+        (0,),
+        "training and prompt seeds, one run folder each",
+        minimum=0,
+        maximum=MAX_SEED,
+        nonempty=True,
     )
 
 
@@ -98,14 +102,14 @@ class PretrainSection:
     scenes: int = setting(2000, "natural scenes drawn for training", minimum=1)
     epochs: int = setting(16, "epochs", minimum=1)
     batch_size: int = setting(16, "batch size", minimum=1)
-    lr: float = setting(2e-3, "Adam learning rate", minimum=0, min_open=True)
+    lr: float = setting(2e-3, "Adam learning rate", minimum=0, maximum=10, min_open=True)
     weight_decay: float = setting(0.0, "weight decay", minimum=0)
     warmup_steps: int = setting(50, "linear warm-up steps", minimum=0)
     lr_step_epochs: int = setting(12, "epochs per StepLR step", minimum=1)
     lr_gamma: float = setting(0.1, "StepLR factor", minimum=0, min_open=True)
     grad_clip: float | None = setting(1.0, "gradient-norm clip; 0 or null: off", minimum=0)
-    seed: int = setting(0, "scene and sample seed", minimum=0)
-    init_seed: int = setting(0, "SAM's random initialisation", minimum=0)
+    seed: int = setting(0, "scene and sample seed", minimum=0, maximum=MAX_SEED)
+    init_seed: int = setting(0, "SAM's random initialisation", minimum=0, maximum=MAX_SEED)
     prompt_modes: tuple[str, ...] = setting(
         ("box", "points-1", "points-3", "points-5", "points-pn", "coarse"),
         "prompt modes drawn for training", nonempty=True,
@@ -126,7 +130,7 @@ class AugmentSection:
     hflip: float = setting(0.5, "horizontal-flip probability", minimum=0, maximum=1)
     lsj_prob: float = setting(1.0, "large-scale-jitter probability", minimum=0, maximum=1)
     lsj_scale: tuple[float, float] = setting(
-        (0.1, 2.0), "[low, high] jitter scale range", minimum=0, min_open=True
+        (0.1, 2.0), "[low, high] jitter scale range", minimum=0, maximum=10, min_open=True
     )
 
     def problems(self) -> Iterator[tuple[str, str]]:
@@ -140,13 +144,15 @@ class TrainSection:
 
     epochs: int = setting(16, "epochs", minimum=1)
     batch_size: int = setting(1, "global batch (split over torchrun processes)", minimum=1)
-    lr: float = setting(1e-3, "Adam learning rate", minimum=0, min_open=True)
+    lr: float = setting(1e-3, "Adam learning rate", minimum=0, maximum=10, min_open=True)
     weight_decay: float = setting(0.0, "weight decay", minimum=0)
     lr_step_epochs: int = setting(10, "epochs per StepLR step", minimum=1)
     lr_gamma: float = setting(0.1, "StepLR factor", minimum=0, min_open=True)
     warmup_steps: int = setting(0, "linear warm-up steps", minimum=0)
     grad_clip: float | None = setting(0.0, "gradient-norm clip; 0 or null: off", minimum=0)
-    seed: int = setting(0, "training seed (order, augmentation, prompts)", minimum=0)
+    seed: int = setting(
+        0, "training seed (order, augmentation, prompts)", minimum=0, maximum=MAX_SEED
+    )
     prompt_modes: tuple[str, ...] = setting(
         TRAIN_PROMPT_MODES, "prompt modes drawn for training samples", nonempty=True
     )
@@ -163,13 +169,17 @@ class EvaluateSection:
     prompt_modes: tuple[str, ...] = setting(
         EVALUATE_PROMPT_MODES, "prompt modes scored", nonempty=True
     )
-    seed: int = setting(0, "prompt seed", minimum=0)
+    seed: int = setting(0, "prompt seed", minimum=0, maximum=MAX_SEED)
     resize: Literal["square", "longest-side"] = setting(
         "square", "input protocol: square (official) or longest-side (SAM's predictor)"
     )
     instances: bool = setting(False, "one prompt per connected component (WeSAM style)")
     mask_prompt_logit: float = setting(
-        MASK_PROMPT_LOGIT, "logit magnitude of the coarse mask prompt", minimum=0, min_open=True
+        MASK_PROMPT_LOGIT,
+        "logit magnitude of the coarse mask prompt",
+        minimum=0,
+        maximum=1000,
+        min_open=True,
     )
     datasets: tuple[str, ...] | None = setting(
         None, "datasets to score; null: pipeline.datasets (+ prepared optional ones)",
@@ -182,10 +192,14 @@ class ReportSection:
     """``report``: `spt report`'s tables, tests and figures."""
 
     reference_method: str = setting("spt", "method compared against every other one")
-    seed: int = setting(0, "bootstrap seed", minimum=0)
-    n_boot: int = setting(10_000, "bootstrap resamples of the significance CIs", minimum=1)
-    figure_n_boot: int = setting(2_000, "bootstrap resamples of the bar-chart CIs", minimum=1)
-    examples: int = setting(3, "overlay images per dataset", minimum=0)
+    seed: int = setting(0, "bootstrap seed", minimum=0, maximum=MAX_SEED)
+    n_boot: int = setting(
+        10_000, "bootstrap resamples of the significance CIs", minimum=1, maximum=10**7
+    )
+    figure_n_boot: int = setting(
+        2_000, "bootstrap resamples of the bar-chart CIs", minimum=1, maximum=10**7
+    )
+    examples: int = setting(3, "overlay images per dataset", minimum=0, maximum=1000)
 
 
 @dataclass(frozen=True)

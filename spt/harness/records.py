@@ -58,6 +58,8 @@ RECORD_SCHEMA = pa.schema(
     ]
 )
 RECORD_COLUMNS = RECORD_SCHEMA.names
+#: What identifies one record: no two records of one comparison may share it.
+RECORD_KEY = ("method", "backbone", "seed", "dataset", "image_id", "prompt_mode", "stage")
 STATUS_OK = "ok"
 STATUS_NO_PROMPT = "no_prompt"
 
@@ -138,3 +140,23 @@ def read_records(path: str | Path) -> pd.DataFrame:
             f"{path}: not an `spt evaluate` records file (no column(s) {', '.join(missing)}); {fix}"
         )
     return frame
+
+
+def check_unique(records: pd.DataFrame, source: str = "") -> None:
+    """Refuse records that hold one (method, backbone, seed, dataset, image, prompt mode,
+    stage) twice: a hand run's folder beside the pipeline's would otherwise be averaged in.
+    With a ``source`` column (the file each record came from) the message names the files."""
+    key = list(RECORD_KEY)
+    duplicated = records.duplicated(key, keep=False)
+    if not duplicated.any():
+        return
+    first = records.loc[duplicated, key].iloc[0].to_dict()
+    where = ""
+    if source and source in records:
+        same = (records[key] == pd.Series(first)).all(axis=1)
+        where = " in " + " and ".join(sorted(set(records.loc[same, source].astype(str)))[:2])
+    count = int(records.duplicated(key).sum())
+    raise SuiteError(
+        f"{count} duplicate evaluation record(s), e.g. {first}{where}; pass each "
+        "evaluation's records once (move or delete the extra folder)"
+    )

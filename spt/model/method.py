@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from spt.artifacts import assign_named_tensors
-from spt.config.schema import build, setting
+from spt.config.schema import MAX_SEED, build, setting
 from spt.harness.method import MethodConfig, TrainableMethod, TrainingSample
 from spt.harness.prompts import Prompt
 from spt.model.convert import load_official_spt
@@ -56,7 +56,9 @@ class SPTParams(MethodConfig):
     official_checkpoint: str | None = setting(
         None, "an official SAM-SPT checkpoint to evaluate (converted on load)"
     )
-    init_seed: int = setting(0, "random weights of tiny and the new modules", minimum=0)
+    init_seed: int = setting(
+        0, "random weights of tiny and the new modules", minimum=0, maximum=MAX_SEED
+    )
     draft_loss_weight: float = setting(1.0, "weight of the draft decoder's loss", minimum=0)
     final_loss_weight: float = setting(1.0, "weight of the final decoder's loss", minimum=0)
     loss_points: int | None = setting(

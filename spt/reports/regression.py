@@ -86,6 +86,7 @@ import pandas as pd
 from spt.errors import SuiteError
 from spt.harness import aggregate
 from spt.harness.aggregate import scorable
+from spt.harness.records import check_unique
 from spt.numerics import fingerprint, mismatches, summary_line
 from spt.reports.aggregate import MEAN_OVER_DATASETS
 from spt.reports.records import check_records
@@ -94,7 +95,6 @@ KEY = ("method", "backbone", "prompt_mode", "stage", "dataset")
 REFERENCE_METRICS = ("iou", "biou")
 DEFAULT_TOLERANCE = {"iou": 0.005, "biou": 0.01}
 DECIMALS = 6
-RECORD_KEY = ["method", "backbone", "seed", "dataset", "image_id", "prompt_mode", "stage"]
 COMPARED_WITHIN = ["backbone", "prompt_mode"]  # rows whose headlines are compared with each other
 SPREAD_K = 5
 SPREAD_GROUP = ("backbone", "dataset")  # rows whose seed variances are pooled
@@ -143,13 +143,7 @@ def summarise_for_reference(records: pd.DataFrame) -> dict:
     check_records(records)
     if records.empty:
         raise SuiteError("no evaluation records to summarise; run `spt evaluate` first")
-    duplicated = records.duplicated(RECORD_KEY)
-    if duplicated.any():
-        first = records.loc[duplicated, RECORD_KEY].iloc[0].to_dict()
-        raise SuiteError(
-            f"{int(duplicated.sum())} duplicate evaluation record(s), e.g. {first}; "
-            "pass each evaluation's records once"
-        )
+    check_unique(records)
     # a record counts when both metrics are scorable, so iou and biou share one n
     usable = np.logical_and.reduce([scorable(records, m) for m in REFERENCE_METRICS])
     values = records[[*KEY, "status"]].astype(str)

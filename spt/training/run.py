@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from spt.artifacts import TRAINED_FORMAT, save_torch
+from spt.artifacts import TRAINED_FORMAT, plain_config, save_torch
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.method import Method, TrainingSample, check_trainable
@@ -177,6 +177,7 @@ def save_trained(
             "method": method.name,
             "backbone": method.backbone,
             "method_params": _plain(method.params),
+            "method_config": plain_config(method.config),  # checked by load_trained
             "trainable_parameters": method.trainable_parameter_count(),
             "train_config": _plain(asdict(config)),
             "history": result.history,
