@@ -207,3 +207,16 @@ def test_too_small_sizes_name_the_flag_and_the_params_key():
     assert "defects_per_type is 1" in message and "\n" not in message
     with pytest.raises(SuiteError, match="--normal-test"):
         TwinSize(normal_train=1, normal_test=0, defects_per_type=2)
+
+
+def test_rewriting_a_twin_never_deletes_a_file_it_did_not_write(tmp_path):
+    """Issue #14: `spt synth` over an existing twin deleted files a user had added there."""
+    root = write_twin("mtd", tmp_path / "mtd", seed=0, size=SIZE)
+    first = {p.relative_to(root): p.read_bytes() for p in _files(root)}
+    write_twin("mtd", root, seed=0, size=SIZE)  # only its own files: replaced, same bytes
+    assert {p.relative_to(root): p.read_bytes() for p in _files(root)} == first
+    notes = root / "MT_Blowhole" / "my_notes.txt"
+    notes.write_text("mine")
+    with pytest.raises(SuiteError, match=r"did not write \(e.g. MT_Blowhole/my_notes.txt\)"):
+        write_twin("mtd", root, seed=1, size=SIZE)
+    assert notes.read_text() == "mine" and len(_files(root)) == len(first) + 1

@@ -277,6 +277,22 @@ def test_duplicate_records_are_refused_as_regress_refuses_them(tmp_path, capsys)
     assert not (tmp_path / "out").exists()
 
 
+def test_record_names_that_climb_out_of_the_report_are_refused(tmp_path, capsys):
+    """Issue #14: a records file whose dataset was `<ds>/./../../<folder>/victim` made the report
+    unlink <folder>/victim.png. Names that become file names must be plain names."""
+    _, argv = make_inputs(tmp_path, seeds=(0,))
+    victim = tmp_path / "victim.png"
+    victim.write_bytes(b"keep")
+    path = tmp_path / "eval" / "lora" / BACKBONE / "records.parquet"
+    frame = pd.read_parquet(path)
+    frame["dataset"] = f"dsa/./../../../../{tmp_path.name}/victim"
+    frame.to_parquet(path)
+    assert main([*argv, "--out", str(tmp_path / "out" / "deep")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "dataset" in lines[0] and "is not a plain name" in lines[0], lines
+    assert victim.read_bytes() == b"keep"
+
+
 def test_empty_eval_root_is_one_line_error(tmp_path, capsys):
     (tmp_path / "eval").mkdir()
     argv = ["report", "--eval-root", str(tmp_path / "eval"), "--out", str(tmp_path / "out")]

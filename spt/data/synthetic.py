@@ -280,6 +280,7 @@ def write_twin(layout: str, root: Path, seed: int = 0, size: TwinSize = TwinSize
                     f"{root}: not empty and not a synthetic twin; choose an empty output folder"
                 )
         else:
+            _check_only_twin_files(root)
             shutil.rmtree(root)  # an earlier twin: start clean so no stale file survives
     root.mkdir(parents=True, exist_ok=True)
     (root / MARKER).write_text(f"seed {seed} {size}\n")
@@ -295,7 +296,27 @@ def write_twin(layout: str, root: Path, seed: int = 0, size: TwinSize = TwinSize
             "folder": _write_folder,
         }[layout]
         writer(root, seed, size)
+    written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    lines = [f"seed {seed} {size}", *(f"file {name}" for name in written if name != MARKER)]
+    (root / MARKER).write_text("\n".join(lines) + "\n")
     return root
+
+
+def _check_only_twin_files(root: Path) -> None:
+    """An earlier twin is replaced only when it holds nothing but the files it wrote (listed in
+    its marker): a file a user added there would be deleted without a word."""
+    listed = {
+        line[5:] for line in (root / MARKER).read_text().splitlines() if line.startswith("file ")
+    }
+    present = sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() or p.is_symlink()
+    )
+    foreign = [name for name in present if name != MARKER and name not in listed]
+    if foreign:
+        raise SuiteError(
+            f"{root}: holds {len(foreign)} file(s) `spt synth` did not write (e.g. {foreign[0]}); "
+            "move them out, or delete the folder to rewrite the twin"
+        )
 
 
 def write_all_twins(out: Path, seed: int = 0, size: TwinSize = TwinSize()) -> dict[str, Path]:

@@ -26,6 +26,7 @@ reason          str      why the prompt could not be built; empty when ok
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -160,3 +161,23 @@ def check_unique(records: pd.DataFrame, source: str = "") -> None:
         f"{count} duplicate evaluation record(s), e.g. {first}{where}; pass each "
         "evaluation's records once (move or delete the extra folder)"
     )
+
+
+#: Record values that become parts of file names (``overlay_<backbone>_<dataset>.png``): a
+#: letter or digit, then letters, digits, ``_ - . +``; never a path separator or ``..``.
+NAME_COLUMNS = ("method", "backbone", "dataset", "prompt_mode", "stage")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+
+
+def check_names(records: pd.DataFrame, source: str) -> None:
+    """Refuse records whose names could make a path leave the output folder (a tampered or
+    hand-written records file): one line naming the file and the value."""
+    for column in NAME_COLUMNS:
+        if column not in records:
+            continue
+        for value in records[column].astype(str).unique():
+            if not SAFE_NAME.fullmatch(value) or ".." in value:
+                raise SuiteError(
+                    f"{source}: {column} {value[:60]!r} is not a plain name (letters, digits, "
+                    "_ - . +); the file was not written by `spt evaluate`, regenerate it"
+                )

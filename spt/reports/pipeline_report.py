@@ -33,7 +33,7 @@ from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.aggregate import scorable
-from spt.harness.records import check_unique, read_numerics, read_records
+from spt.harness.records import check_names, check_unique, read_numerics, read_records
 from spt.numerics import summary_line
 from spt.reports.aggregate import MEAN_OVER_DATASETS, seed_spread
 from spt.reports.figures import OverlayRow, bar_chart, overlay_grid
@@ -106,7 +106,11 @@ def load_records(eval_root: Path) -> pd.DataFrame:
             f"{eval_root}: no <method>/<backbone>/{RECORDS_FILE} here; run `spt evaluate` "
             "(or `dvc repro`) first, or fix --eval-root"
         )
-    parts = [read_records(path).assign(_source=str(path)) for path in files]
+    parts = []
+    for path in files:
+        part = read_records(path)
+        check_names(part, str(path))  # they become file names under --out
+        parts.append(part.assign(_source=str(path)))
     records = pd.concat(parts, ignore_index=True)
     check_unique(records, "_source")  # as `spt regress` does: never average a run in twice
     records = records.drop(columns="_source")
