@@ -21,6 +21,7 @@ part of the suite.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -28,7 +29,7 @@ import struct
 import tempfile
 import zipfile
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -69,6 +70,39 @@ def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path, command: str) -> Iterator[None]:
+    """Hold ``<folder>/.lock`` while ``command`` writes ``folder``: a second run writing the same
+    folder at the same time would mix its files with this one's (records of one config, the
+    summary of another). The second run gets one line naming the holder; the lock goes with the
+    process (an advisory ``flock``), so a killed run never leaves the folder locked; the file
+    is removed when the block ends."""
+    import fcntl
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    handle = open(path, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SuiteError(
+                f"{folder}: `{holder}` is writing here; wait for it to end or choose another --out"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"spt {command} (pid {os.getpid()})")
+        handle.flush()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)  # outputs stay as the command wrote them
+    finally:
+        handle.close()
 
 
 def write_text_atomically(path: Path, text: str) -> None:

@@ -27,6 +27,8 @@ from spt.errors import SuiteError
 from spt.harness.records import write_records
 from spt.pretrain.train import write_json_atomic
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def _content() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
@@ -129,3 +131,33 @@ def _set_aside_line() -> int:
 
     lines, start = inspect.getsourcelines(evaluate._set_aside)
     return start + next(i for i, line in enumerate(lines) if "os.replace(" in line)
+
+
+def test_a_folder_is_written_by_one_run_at_a_time(tmp_path):
+    """Issue #14: two `spt evaluate` runs on one --out mixed their files. The second run gets
+    one line naming the first; the lock goes with the block (and with a killed process)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from spt.artifacts import folder_lock
+
+    folder = tmp_path / "out"
+    with folder_lock(folder, "evaluate"):
+        other = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(f"""
+                from pathlib import Path
+                from spt.artifacts import folder_lock
+                from spt.errors import SuiteError
+                try:
+                    with folder_lock(Path({str(folder)!r}), "evaluate"):
+                        print("got it")
+                except SuiteError as exc:
+                    print(exc)
+            """)],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        )  # fmt: skip
+        assert "is writing here" in other.stdout and f"(pid {os.getpid()})" in other.stdout
+    assert not (folder / ".lock").exists()  # outputs stay as the command wrote them
+    with folder_lock(folder, "report"):  # free again
+        pass

@@ -4,6 +4,7 @@ and never stops the other images or datasets from being prepared."""
 from __future__ import annotations
 
 import io
+import os
 import shutil
 from pathlib import Path
 
@@ -287,3 +288,44 @@ def test_folder_layout_mask_that_is_a_broken_link_is_not_called_normal(tmp_path)
     image_id = "line/images/" + mask.stem.removesuffix("_mask")
     assert image_id not in _manifest_ids(tmp_path / "out", "line")
     assert [i.path for i in _issues(report, "unreadable_entry")] == [str(root / "masks/stray.png")]
+
+
+def _in_a_thread(call, seconds: float = 60.0):
+    """Run ``call`` with a deadline: a read from a FIFO would block for ever (issue #14)."""
+    import threading
+
+    result: dict = {}
+
+    def target():
+        try:
+            result["value"] = call()
+        except BaseException as exc:  # handed to the test below
+            result["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), "blocked on a special file"
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def test_a_fifo_where_a_mask_or_an_image_should_be_is_reported_not_read(tmp_path):
+    root = tmp_path / "line"
+    write_twin("folder", root, seed=5, size=SIZE)
+    mask = sorted((root / "masks").iterdir())[0]
+    mask.unlink()
+    os.mkfifo(mask)
+    spec = {"layout": "folder", "root": str(root), "mask_suffix": "_mask"}
+    config = parse_data_config({"datasets": {"line": spec}})
+    (report,) = _in_a_thread(lambda: prepare_all(config, out_root=tmp_path / "out", workers=1))
+    assert any(issue.path == str(mask) for issue in report.issues), report.issues
+    assert report.status == "prepared"
+    image = tmp_path / "image.png"
+    os.mkfifo(image)
+    from spt.data.images import read_rgb
+    from spt.errors import SuiteError
+
+    with pytest.raises(SuiteError, match="is not a regular file"):
+        _in_a_thread(lambda: read_rgb(image))

@@ -17,6 +17,10 @@ from spt.errors import SuiteError
 
 def _read_image(path: Path, mode: str, what: str) -> np.ndarray:
     """Image file -> uint8 array in PIL ``mode``; a missing or unreadable file is a SuiteError."""
+    if path.exists() and not path.is_file():  # a FIFO would block the read, a device not end
+        raise SuiteError(
+            f"{path}: {what} is not a regular file (a pipe or a device?); rerun `spt prepare`"
+        )
     try:
         with Image.open(path) as image:
             return np.array(image.convert(mode))

@@ -47,6 +47,9 @@ def _decode(data: bytes) -> Image.Image:
 
 
 def _read(path: Path) -> tuple[bytes, str]:
+    # A FIFO or a device would block the read (or never end): only regular files are read.
+    if path.exists() and not path.is_file():
+        raise OSError(f"{path} is not a regular file (a pipe or a device?)")
     data = path.read_bytes()
     return data, hashlib.sha256(data).hexdigest()
 

@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from spt import codegraph, numerics
-from spt.artifacts import load_trained, read_examples, save_examples
+from spt.artifacts import folder_lock, load_trained, read_examples, save_examples
 from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.data.stable_random import keyed_rank
@@ -251,7 +251,16 @@ def _part_name(
 
 
 def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
-    """Run (or resume) one evaluation; return the path of the merged records file."""
+    """Run (or resume) one evaluation; return the path of the merged records file. The output
+    folder is locked meanwhile (:func:`spt.artifacts.folder_lock`)."""
+    plans = _plans(config)
+    with folder_lock(config.out_dir, "evaluate"):
+        return _run(config, plans, progress)
+
+
+def _plans(config: EvaluationConfig) -> list:
+    """(dataset, manifest folder, manifest hash, rows to score) per dataset, all checked
+    before anything is written."""
     if not config.datasets:
         raise SuiteError("no datasets to evaluate; pass --datasets NAME [NAME ...]")
     repeated = sorted({d for d in config.datasets if config.datasets.count(d) > 1})
@@ -270,10 +279,14 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
                 f"{manifest_path}: no test-split defect images with a non-empty mask to evaluate"
             )
         plans.append((dataset, manifest_path.parent, manifest_hash, rows))
+    check_output_file(config.out_dir / "records.parquet")  # before any work, not after it
+    return plans
+
+
+def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
     code = record_code_digest(config.method)
 
     records_path = config.out_dir / "records.parquet"
-    check_output_file(records_path)  # before any work, not after it
     run_numerics = numerics.describe(config.device)
     parts_dir = config.out_dir / "parts"
     part_files: list[Path] = []
