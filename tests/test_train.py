@@ -138,11 +138,56 @@ def test_train_then_evaluate_with_the_trained_weights(synthetic_prepared, tmp_pa
         assert torch.equal(params[name], tensor)
 
 
+def test_an_image_changed_since_prepare_is_refused(synthetic_prepared, tmp_path, capsys):
+    """Issue #14: the manifest's sha256 columns were never checked after prepare, so an edited
+    or swapped image was scored (or trained on) as if it were the prepared one."""
+    import shutil
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(synthetic_prepared, prepared)
+    path = prepared / "mtd_twin" / "manifest.csv"
+    manifest = pd.read_csv(path, keep_default_na=False, dtype=str)
+    row = manifest.index[(manifest["split"] == "test") & (manifest["label"] == "defect")][0]
+    target = tmp_path / "edited.jpg"  # a copy: the shared fixture's raw files stay intact
+    target.write_bytes(Path(manifest.loc[row, "image_path"]).read_bytes() + b"\0")
+    manifest.loc[row, "image_path"] = str(target)  # still decodes, other bytes
+    manifest.to_csv(path, index=False)
+    args = [
+        "evaluate", "--params", _empty_params(tmp_path), "--method", "zero_shot",
+        "--datasets", "mtd_twin", "--prepared-root", str(prepared), "--out", str(tmp_path / "ev"),
+        "--prompt-modes", "box", "--no-progress",
+    ]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "changed since `spt prepare`" in err and str(target) in err
+
+
 def test_existing_run_needs_resume_or_restart(synthetic_prepared, tmp_path, capsys):
     assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1")) == 0
     assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1")) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1", "--restart")) == 0
+
+
+def test_a_restart_killed_before_it_ends_leaves_no_earlier_trained_file(
+    synthetic_prepared, tmp_path
+):
+    """Issue #14: SIGKILL during `spt train --restart` left the earlier run's trained.pt beside
+    the new state, and the next evaluate used it. A new run removes the earlier results first."""
+    from spt.training.engine import TrainConfig
+    from spt.training.run import train_method
+
+    assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1")) == 0
+    out = tmp_path / "spt" / "tiny"
+    assert (out / "trained.pt").is_file() and (out / "train_log.csv").is_file()
+    rows = training_rows(synthetic_prepared, ["mtd_twin"])
+    method = build_method("spt", "tiny")
+    config = TrainConfig(epochs=2)
+    # stop_after_epochs stands for the kill: the run ends before its last epoch
+    train_method(method, rows, config, SampleOptions(), out, restart=True, progress=False,
+                 stop_after_epochs=1)  # fmt: skip
+    assert not (out / "trained.pt").exists() and not (out / "train_log.csv").exists()
+    assert (out / "state" / "last.pt").is_file()  # the new run can still be resumed
 
 
 def test_trained_file_checks(synthetic_prepared, tmp_path):

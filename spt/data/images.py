@@ -7,6 +7,8 @@ listed; a missing or unreadable one is a one-line SuiteError that says to rerun 
 
 from __future__ import annotations
 
+import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +17,24 @@ from PIL import Image, UnidentifiedImageError
 from spt.errors import SuiteError
 
 
-def _read_image(path: Path, mode: str, what: str) -> np.ndarray:
-    """Image file -> uint8 array in PIL ``mode``; a missing or unreadable file is a SuiteError."""
+def _read_image(path: Path, mode: str, what: str, sha256: str | None = None) -> np.ndarray:
+    """Image file -> uint8 array in PIL ``mode``; a missing or unreadable file is a SuiteError,
+    and so is a file whose sha256 is not ``sha256`` (when given: the manifest's)."""
     if path.exists() and not path.is_file():  # a FIFO would block the read, a device not end
         raise SuiteError(
             f"{path}: {what} is not a regular file (a pipe or a device?); rerun `spt prepare`"
         )
     try:
-        with Image.open(path) as image:
+        source: Path | io.BytesIO = path
+        if sha256:
+            data = path.read_bytes()
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise SuiteError(
+                    f"{path}: {what} changed since `spt prepare` (its sha256 is not the "
+                    "manifest's); rerun `spt prepare`, or restore the file"
+                )
+            source = io.BytesIO(data)
+        with Image.open(source) as image:
             return np.array(image.convert(mode))
     except FileNotFoundError:
         raise SuiteError(f"{path}: {what} not found; rerun `spt prepare`") from None
@@ -30,9 +42,10 @@ def _read_image(path: Path, mode: str, what: str) -> np.ndarray:
         raise SuiteError(f"{path}: unreadable {what} ({exc}); rerun `spt prepare`") from None
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    """Image file -> uint8 (H,W,3)."""
-    return _read_image(path, "RGB", "image")
+def read_rgb(path: Path, sha256: str | None = None) -> np.ndarray:
+    """Image file -> uint8 (H,W,3); with ``sha256`` (the manifest's ``image_sha256``) the file
+    must still be the one `spt prepare` hashed."""
+    return _read_image(path, "RGB", "image", sha256)
 
 
 def read_mask(path: Path) -> np.ndarray:

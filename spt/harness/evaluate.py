@@ -338,7 +338,9 @@ def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
                         )
                     image_path = resolve_manifest_path(row["image_path"], manifest_dir)
                     mask_path = resolve_manifest_path(row["mask_path"], manifest_dir)
-                    image, mask = read_rgb(image_path), read_mask(mask_path)
+                    # the image must still be the file `spt prepare` hashed
+                    image = read_rgb(image_path, row.get("image_sha256") or None)
+                    mask = read_mask(mask_path)
                     records.extend(
                         evaluator.evaluate(
                             row, image, mask, row["image_id"] in keep, image_path, mask_path

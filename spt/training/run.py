@@ -114,6 +114,11 @@ def train_method(
         )
     if restart and state.exists():
         state.unlink()
+    if not (resume and state.exists()) and is_main_process():
+        # A new run's results replace the earlier run's: removed now, so a run killed before it
+        # ends leaves no trained.pt of another run for `spt evaluate` to pick up.
+        for stale in (out_dir / TRAINED_FILE, out_dir / "train_log.csv"):
+            stale.unlink(missing_ok=True)
     check_trainable(method)
     if method.trainable_parameter_count() == 0:
         raise SuiteError(f"method {method.name!r} has no trainable parameters; nothing to train")

@@ -215,7 +215,8 @@ class TrainingSet:
         image_id = str(row["image_id"])
         opts = self.options
         rng = np.random.default_rng(sample_key(opts.seed, image_id, epoch, "augment"))
-        image, mask = read_rgb(Path(row["image_path"])), read_mask(Path(row["mask_path"]))
+        image = read_rgb(Path(row["image_path"]), row.get("image_sha256") or None)
+        mask = read_mask(Path(row["mask_path"]))
         check_same_size(row, image.shape, mask.shape)
         size = self.spec.image_size
         content, content_mask = input_content(image, mask, size, opts.resize)
