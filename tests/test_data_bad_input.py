@@ -329,3 +329,21 @@ def test_a_fifo_where_a_mask_or_an_image_should_be_is_reported_not_read(tmp_path
 
     with pytest.raises(SuiteError, match="is not a regular file"):
         _in_a_thread(lambda: read_rgb(image))
+
+
+@pytest.mark.parametrize("images", ["../../lineimgs", "ABSOLUTE"])
+def test_folder_options_outside_the_root_are_refused_before_anything_is_written(tmp_path, images):
+    """Issue #14: `images: ../../lineimgs` made ids hold `..`, and prepare wrote the normalised
+    masks over the raw images; an absolute folder outside the root was a ValueError traceback."""
+    outside = tmp_path / "lineimgs"
+    write_twin("folder", tmp_path / "twin", seed=5, size=SIZE)
+    shutil.copytree(tmp_path / "twin" / "images", outside)
+    before = {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()}
+    root = tmp_path / "a" / "b"
+    shutil.copytree(tmp_path / "twin", root)
+    option = str(outside) if images == "ABSOLUTE" else images
+    spec = {"layout": "folder", "root": str(root), "images": option, "mask_suffix": "_mask"}
+    config = parse_data_config({"datasets": {"line": spec}})
+    (report,) = prepare_all(config, out_root=tmp_path / "out", workers=1)
+    assert report.status == "failed" and "outside the dataset root" in report.error
+    assert {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before

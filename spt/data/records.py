@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from spt.errors import SuiteError
+
 NORMAL = "good"  # defect_type of a normal (defect-free) image, as MVTec AD names it
 SPLITS = ("train", "test")
 
@@ -34,6 +36,17 @@ class ImageRecord:
 
 
 def make_image_id(dataset: str, root: Path, image_path: Path) -> str:
-    """``<dataset>/<path relative to the root, posix, without extension>`` (see manifest.py)."""
-    relative = PurePosixPath(image_path.relative_to(root).as_posix())
+    """``<dataset>/<path relative to the root, posix, without extension>`` (see manifest.py).
+
+    Ids name files under the prepared folder (its normalised masks), so an image outside the
+    root, whose id would hold ``..``, is refused rather than written outside that folder."""
+    try:
+        relative = PurePosixPath(image_path.relative_to(root).as_posix())
+    except ValueError:
+        relative = PurePosixPath("..")
+    if ".." in relative.parts:
+        raise SuiteError(
+            f"{image_path}: outside the dataset root {root}; keep every image and mask folder "
+            f"inside the root (data.datasets.{dataset}.root)"
+        )
     return f"{dataset}/{relative.with_suffix('')}"

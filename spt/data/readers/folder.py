@@ -1,7 +1,7 @@
 """A user's own line: a folder of images and a folder of masks.
 
-Options (``data.datasets.<name>`` in params.yaml): ``images`` and ``masks`` (folders, relative to
-the root unless absolute; defaults ``images`` and ``masks``), ``mask_suffix`` (text between the
+Options (``data.datasets.<name>`` in params.yaml): ``images`` and ``masks`` (folders inside the
+root, relative to it unless absolute; defaults ``images`` and ``masks``), ``mask_suffix`` (text between the
 image's stem and ``.png`` in a mask's name; default none), ``category`` (default: the dataset
 name). Sub-folders of ``images`` become categories and are mirrored under ``masks``. An image
 with a mask is a defect image when the mask has foreground; an image without a mask is normal.
@@ -28,6 +28,23 @@ from spt.errors import SuiteError
 DEFECT = "defect"
 
 
+def _inside(root: Path, option: Any, dataset: str, key: str) -> Path:
+    """The folder an option names, which must lie inside the root: image ids are paths relative
+    to the root, and the prepared masks are written under those ids."""
+    folder = root / str(option)
+    # Lexically (a symlinked images folder is fine: its ids stay under the root's name).
+    resolved, base = (
+        os.path.normpath(os.path.abspath(folder)),
+        os.path.normpath(os.path.abspath(root)),
+    )
+    if os.path.commonpath([resolved, base]) != base:
+        raise SuiteError(
+            f"data.datasets.{dataset}.{key}: {option!s} is outside the dataset root {root}; "
+            "name a folder inside it (or move the root up)"
+        )
+    return folder
+
+
 class FolderReader(LayoutReader):
     layout = "folder"
     title = "images folder + masks folder"
@@ -40,8 +57,8 @@ class FolderReader(LayoutReader):
         return (root / "images").is_dir()
 
     def scan(self, dataset: str, root: Path, options: dict[str, Any]) -> ScanResult:
-        images_dir = root / str(options.get("images", "images"))
-        masks_dir = root / str(options.get("masks", "masks"))
+        images_dir = _inside(root, options.get("images", "images"), dataset, "images")
+        masks_dir = _inside(root, options.get("masks", "masks"), dataset, "masks")
         suffix = str(options.get("mask_suffix", "") or "")
         default_category = str(options.get("category", dataset))
         if not images_dir.is_dir():
