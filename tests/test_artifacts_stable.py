@@ -124,6 +124,28 @@ def test_files_are_written_in_one_place():
     assert offenders == ["spt/harness/evaluate.py:" + str(_set_aside_line())]
 
 
+def test_every_output_file_goes_through_the_atomic_writer():
+    """Issue #14: a full disk left significance.md truncated, a kill a 0-byte figure, and
+    `spt regress --update` an invalid reference. Every direct write call must write the
+    writer's temp file (its line names ``tmp``); the synthetic twins are the one exception:
+    they are written as a new folder, and an interrupted twin is refused as holding files the
+    twin did not list (spt/data/synthetic.py)."""
+    root = Path(__file__).resolve().parent.parent
+    writes = re.compile(
+        r"\.(write_text|write_bytes|savefig|save|to_parquet)\(|open\([^)]*\"w\""
+        r"|\.to_csv\((?!index|lineterminator|handle)"  # to_csv() without a path returns text
+    )
+    offenders = []
+    for path in sorted([*(root / "spt").rglob("*.py"), *(root / "baselines").rglob("*.py")]):
+        if path.name == "artifacts.py" or path.name == "synthetic.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            direct = writes.search(line) and "_atomically" not in line and "tmp" not in line
+            if direct and not line.lstrip().startswith("#"):
+                offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert offenders == [], offenders
+
+
 def _set_aside_line() -> int:
     import inspect
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from spt.artifacts import replace_atomically
 from spt.data.issues import Issue
 from spt.data.manifest import mask_entry
 from spt.data.masks import THRESHOLD, MaskFormatError, normalise_mask
@@ -151,9 +152,8 @@ def inspect_record(record: ImageRecord, convention: str, out_dir: Path) -> Outco
     if note:
         outcome.issues.append(Issue("repaired", "mask_converted", mask_path, note))
     entry = mask_entry(record.image_id)
-    mask_out = out_dir / entry
-    mask_out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(binary, mode="L").save(mask_out, format="PNG")
+    mask = Image.fromarray(binary, mode="L")
+    replace_atomically(out_dir / entry, lambda tmp: mask.save(tmp, format="PNG"))
     row.update(mask_path=entry, mask_pixels=pixels, mask_sha256=mask_sha)
     outcome.row = row
     return outcome

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from spt.artifacts import replace_atomically
 from spt.errors import SuiteError
 from spt.harness.aggregate import scorable
 from spt.reports.aggregate import MEAN_OVER_DATASETS
@@ -206,9 +207,9 @@ def bar_chart(
     title = f"{METRIC_TITLES[metric]} by dataset: backbone {backbone}, prompt mode {prompt_mode}"
     ylabel = f"{METRIC_TITLES[metric]} (mean over images, 95% bootstrap CI)"
     fig = bar_figure(values, title, ylabel, size, dpi)
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     if also_pdf:
-        fig.savefig(path.with_suffix(".pdf"))
+        save_figure(fig, path.with_suffix(".pdf"))
     return path
 
 
@@ -297,8 +298,15 @@ def overlay_grid(
                 ax.contour(row.ground_truth, levels=[0.5], colors=["lime"], linewidths=0.8)
             ax.set_title(title, fontsize=8)
             ax.set_axis_off()
-    fig.savefig(path, dpi=dpi)
+    save_figure(fig, path, dpi=dpi)
     return path
+
+
+def save_figure(fig, path: Path, **options) -> None:
+    """``fig.savefig`` through the one atomic writer: a kill or a full disk never leaves a
+    0-byte or half-written figure (the format is the file name's, the temp file has none)."""
+    fmt = path.suffix.lstrip(".") or "png"
+    replace_atomically(path, lambda tmp: fig.savefig(tmp, format=fmt, **options))
 
 
 def pick_examples(

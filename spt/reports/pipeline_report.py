@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from spt.artifacts import read_examples
+from spt.artifacts import read_examples, write_text_atomically
 from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
@@ -235,8 +235,8 @@ def write_significance(records: pd.DataFrame, config: ReportConfig, say: Say) ->
         )
     markdown_path = config.out / "significance.md"
     json_path = config.out / "significance.json"
-    markdown_path.write_text(text)
-    json_path.write_text(significance_json(table))
+    write_text_atomically(markdown_path, text)
+    write_text_atomically(json_path, significance_json(table))
     counts = table["verdict"].value_counts()
     say("  verdicts: " + ", ".join(f"{int(n)} {v}" for v, n in sorted(counts.items())))
     return [
@@ -259,7 +259,7 @@ def write_seed_spread(records: pd.DataFrame, out: Path, say: Say) -> list[Produc
         say("seed spread: one seed only, skipped")
         return []
     spread = seed_spread(records, "iou")
-    path.write_text(spread.to_csv(index=False, lineterminator="\n"))
+    write_text_atomically(path, spread.to_csv(index=False, lineterminator="\n"))
     say(f"seed spread: {n_seeds} seeds -> {path}")
     return [
         Produced(
@@ -482,6 +482,6 @@ def build_report(config: ReportConfig, say: Say = print) -> list[Produced]:
     produced += write_bar_charts(records, config, order, say)
     produced += write_overlays(records, config, order, say)
     index_path = config.out / "README.md"
-    index_path.write_text(index_markdown(records, config, tables, order, produced))
+    write_text_atomically(index_path, index_markdown(records, config, tables, order, produced))
     say(f"index: {index_path}")
     return [*produced, Produced(index_path, "this index")]

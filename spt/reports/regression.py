@@ -83,6 +83,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spt.artifacts import write_text_atomically
 from spt.errors import SuiteError
 from spt.harness import aggregate
 from spt.harness.aggregate import scorable
@@ -466,8 +467,8 @@ def write_reference(
         "  ]",
         "}",
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # atomic: a full disk keeps the previous reference (and its hand-set tolerance) intact
+    write_text_atomically(path, "\n".join(lines) + "\n")
     return path
 
 

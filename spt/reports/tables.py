@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from spt.artifacts import write_text_atomically
 from spt.harness.aggregate import scorable
 from spt.harness.records import STATUS_NO_PROMPT
 from spt.reports import render
@@ -140,7 +141,7 @@ def to_csv(table: pd.DataFrame, path: str | Path | None = None) -> str:
     """CSV text of ``table``, also written to ``path`` when given."""
     text = render.csv(table)
     if path is not None:
-        Path(path).write_text(text)
+        write_text_atomically(Path(path), text)
     return text
 
 
@@ -165,6 +166,6 @@ def write_metric_tables(
             (".csv", to_csv(table)),
         ):
             path = out_dir / (base + suffix)  # not with_suffix: names may hold dots
-            path.write_text(text)
+            write_text_atomically(path, text)
             written.append(path)
     return written

@@ -25,7 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from spt.artifacts import TRAINED_FORMAT, plain_config, save_torch
+from spt.artifacts import TRAINED_FORMAT, plain_config, save_torch, write_text_atomically
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.method import Method, TrainingSample, check_trainable
@@ -137,7 +137,8 @@ def train_method(
             "jitter_fallbacks": len(dataset.jitter_fallbacks),
         }
         save_trained(method, trained_path, config, result, summary, describe(str(device)))
-        pd.DataFrame(result.history).to_csv(out_dir / "train_log.csv", index=False)
+        history = pd.DataFrame(result.history).to_csv(index=False)
+        write_text_atomically(out_dir / "train_log.csv", history)
     return trained_path, result
 
 
@@ -149,7 +150,8 @@ def report_skipped(dataset: TrainingSet, total: int, out_dir: Path) -> None:
         path.unlink(missing_ok=True)
         return
     out_dir.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(dataset.skipped, columns=["image_id", "reason"]).to_csv(path, index=False)
+    skipped = pd.DataFrame(dataset.skipped, columns=["image_id", "reason"])
+    write_text_atomically(path, skipped.to_csv(index=False))
     shown = "; ".join(f"{i} ({r})" for i, r in dataset.skipped[:SKIPPED_SHOWN])
     more = ", ..." if len(dataset.skipped) > SKIPPED_SHOWN else ""
     print(
