@@ -347,3 +347,18 @@ def test_folder_options_outside_the_root_are_refused_before_anything_is_written(
     (report,) = prepare_all(config, out_root=tmp_path / "out", workers=1)
     assert report.status == "failed" and "outside the dataset root" in report.error
     assert {p: p.read_bytes() for p in outside.rglob("*") if p.is_file()} == before
+
+
+def test_a_decompression_bomb_reaching_evaluate_is_one_line(tmp_path, monkeypatch):
+    """Issue #14: a decompression bomb that reaches evaluate through an edited manifest was a
+    traceback. (PIL's limit is lowered here so the bomb is small.)"""
+    from PIL import Image
+
+    from spt.data.images import read_rgb
+    from spt.errors import SuiteError
+
+    path = tmp_path / "bomb.png"
+    Image.new("RGB", (400, 400)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 160,000 > 2 x 100: PIL refuses
+    with pytest.raises(SuiteError, match="too large to decode"):
+        read_rgb(path)

@@ -38,6 +38,10 @@ def _read_image(path: Path, mode: str, what: str, sha256: str | None = None) -> 
             return np.array(image.convert(mode))
     except FileNotFoundError:
         raise SuiteError(f"{path}: {what} not found; rerun `spt prepare`") from None
+    except Image.DecompressionBombError as exc:  # a tiny file that decodes to gigabytes
+        raise SuiteError(
+            f"{path}: {what} too large to decode ({exc}); rerun `spt prepare`"
+        ) from None
     except (UnidentifiedImageError, OSError) as exc:
         raise SuiteError(f"{path}: unreadable {what} ({exc}); rerun `spt prepare`") from None
 
