@@ -217,6 +217,27 @@ def test_a_params_file_is_bounded_before_it_is_expanded(tmp_path):
         load_config(fifo, required=True)
 
 
+def test_a_params_file_that_is_not_text_is_one_line(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_bytes(b"\x00\x01\x02\xc3\xbf")  # valid UTF-8, not YAML
+    with pytest.raises(SuiteError) as caught:
+        load_config(path)
+    assert "not valid YAML" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_unknown_prompt_modes_are_refused_at_load_even_when_overridden():
+    """A bad evaluate.prompt_modes was accepted when --prompt-modes replaced it (own audit)."""
+    for section in ("evaluate", "train"):
+        with pytest.raises(
+            SuiteError, match=f"{section}.prompt_modes names an unknown prompt mode 'boxx'"
+        ):
+            parse_config({section: {"prompt_modes": ["box", "boxx"]}})
+    with pytest.raises(SuiteError, match="pretrain.probe_modes names an unknown prompt mode"):
+        parse_config({"pretrain": {"probe_modes": ["points-0"]}})
+    with pytest.raises(SuiteError, match="methods.spt.train.prompt_modes names an unknown"):
+        parse_config({"methods": {"spt": {"train": {"prompt_modes": ["coarse-boxes"]}}}})
+
+
 def test_a_huge_wrong_value_gives_a_short_message_at_once():
     huge = [["x"] * 1000] * 1000  # a million strings, shared rows as YAML aliases build them
     with pytest.raises(SuiteError) as caught:

@@ -87,9 +87,8 @@ def read_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise SuiteError(
-            f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)}); fix the file"
-        ) from None
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line
+        raise SuiteError(f"{path}{where}: not valid YAML ({problem[:160]}); fix the file") from None
 
 
 def parse_config(raw: Any, source: str = str(DEFAULT_PARAMS)) -> SuiteConfig:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from spt.config.modes import mode_problems
 from spt.config.schema import MAX_SEED, setting
 
 #: The evaluation's prompt modes (spt.harness.prompts.DEFAULT_PROMPT_MODES; a test keeps the two
@@ -122,6 +123,10 @@ class PretrainSection:
     )
     probe_modes: tuple[str, ...] = setting(("box", "points-1"), "prompt modes of the probes")
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from mode_problems("prompt_modes", self.prompt_modes)
+        yield from mode_problems("probe_modes", self.probe_modes)
+
 
 @dataclass(frozen=True)
 class AugmentSection:
@@ -161,6 +166,9 @@ class TrainSection:
         None, "datasets to train on; null: pipeline.datasets", nonempty=True
     )
 
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from mode_problems("prompt_modes", self.prompt_modes)
+
 
 @dataclass(frozen=True)
 class EvaluateSection:
@@ -185,6 +193,9 @@ class EvaluateSection:
         None, "datasets to score; null: pipeline.datasets (+ prepared optional ones)",
         nonempty=True,
     )  # fmt: skip
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from mode_problems("prompt_modes", self.prompt_modes)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ one prompt set covering all its defect regions (official protocol); with ``insta
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from spt.config.modes import MODES_TEXT, is_mode
 from spt.data.stable_random import stable_rng
 from spt.errors import SuiteError
 
@@ -51,8 +51,6 @@ PN_POINTS = 5
 COARSE_EPS_RATIO = 0.05
 COARSE_EPS_MIN_PX = 3.0
 DEFAULT_MASK_PROMPT_LOGIT = 10.0
-
-_POINTS_MODE = re.compile(r"points-([1-9][0-9]*)")
 
 
 class PromptUnavailable(Exception):
@@ -111,12 +109,11 @@ class Prompt:
 
 
 def validate_mode(mode: str) -> str:
-    """Return ``mode`` if it names a prompt mode, else raise a SuiteError listing them."""
-    if mode in ("box", "points-pn", "coarse", "coarse-box") or _POINTS_MODE.fullmatch(mode):
+    """Return ``mode`` if it names a prompt mode, else raise a SuiteError listing them (the
+    grammar is :mod:`spt.config.modes`', which the params schema checks too)."""
+    if is_mode(mode):
         return mode
-    raise SuiteError(
-        f"unknown prompt mode {mode!r}: use box, points-K (K >= 1), points-pn, coarse or coarse-box"
-    )
+    raise SuiteError(f"unknown prompt mode {mode!r}: use {MODES_TEXT}")
 
 
 def prompt_rng(seed: int, image_id: str, mode: str) -> np.random.Generator:
