@@ -234,6 +234,8 @@ def test_unknown_prompt_modes_are_refused_at_load_even_when_overridden():
             parse_config({section: {"prompt_modes": ["box", "boxx"]}})
     with pytest.raises(SuiteError, match="pretrain.probe_modes names an unknown prompt mode"):
         parse_config({"pretrain": {"probe_modes": ["points-0"]}})
+    with pytest.raises(SuiteError, match="evaluate.prompt_modes lists box more than once"):
+        parse_config({"evaluate": {"prompt_modes": ["box", "coarse", "box"]}})
     with pytest.raises(SuiteError, match="methods.spt.train.prompt_modes names an unknown"):
         parse_config({"methods": {"spt": {"train": {"prompt_modes": ["coarse-boxes"]}}}})
 

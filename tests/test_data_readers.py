@@ -186,6 +186,11 @@ def test_config_errors_are_one_line(tmp_path):
         ({"datasets": {"x": {"root": "data/x"}}}, "layout"),
         ({"datasets": {"x": {"layout": "mvtec", "images": "imgs"}}}, "unknown keys"),
         ({"datasets": {"x": {"layout": "folder", "mask_convention": "otsu"}}}, "mask_convention"),
+        (
+            {"datasets": {"x": {"layout": "folder", "mask_suffix": 5}}},
+            "x.mask_suffix must be a string",
+        ),
+        ({"datasets": {"x": {"layout": "mtd", "root": ["data"]}}}, "x.root must be a string"),
     ]
     for section, needle in cases:
         with pytest.raises(SuiteError) as info:

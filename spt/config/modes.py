@@ -21,4 +21,7 @@ def mode_problems(name: str, modes: tuple[str, ...]) -> list[tuple[str, str]]:
     for mode in modes:
         if not is_mode(mode):
             return [(name, f"names an unknown prompt mode {mode!r}: use {MODES_TEXT}")]
+    repeated = sorted({mode for mode in modes if modes.count(mode) > 1})
+    if repeated:  # evaluation would score the mode twice, its records duplicated
+        return [(name, f"lists {', '.join(repeated)} more than once; list each mode once")]
     return []

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from spt.config import DataSection
-from spt.config.checks import is_number
+from spt.config.checks import is_number, shown
 from spt.config.schema import build
 from spt.data.masks import CONVENTIONS
 from spt.data.readers import READERS, get_reader
@@ -58,6 +58,12 @@ def _dataset(name: str, spec: Any, raw_root: Path, where: str) -> DatasetConfig:
             f"{where}.{name}: unknown keys {sorted(unknown)} for layout {reader.layout}; "
             f"allowed: {sorted(COMMON_KEYS | set(reader.option_names))}"
         )
+    for key in ("root", *reader.option_names):  # paths and names: text, never a coerced number
+        if key in spec and not isinstance(spec[key], str):
+            raise SuiteError(
+                f"{where}.{name}.{key} must be a string (quote it), got {shown(spec[key])}; "
+                "fix the file"
+            )
     convention = str(spec.get("mask_convention", NATIVE_CONVENTION.get(reader.layout, "threshold")))
     if convention not in CONVENTIONS:
         raise SuiteError(
