@@ -183,3 +183,21 @@ def test_a_folder_is_written_by_one_run_at_a_time(tmp_path):
     assert not (folder / ".lock").exists()  # outputs stay as the command wrote them
     with folder_lock(folder, "report"):  # free again
         pass
+
+
+def test_prepare_refuses_a_folder_another_run_is_writing(tmp_path, capsys):
+    from spt.artifacts import folder_lock
+    from spt.cli import main
+
+    (tmp_path / "params.yaml").touch()
+    params = str(tmp_path / "params.yaml")
+    assert main(["synth", "--out", str(tmp_path / "raw"), "--layouts", "mtd"]) == 0
+    capsys.readouterr()
+    prepared = tmp_path / "prepared"
+    with folder_lock(prepared, "prepare"):
+        argv = ["prepare", "--params", params, "--synthetic", str(tmp_path / "raw"),
+                "--out", str(prepared)]  # fmt: skip
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "`spt prepare (pid" in err[0] and "is writing here" in err[0]
+    assert not (prepared / "mtd_twin").exists()

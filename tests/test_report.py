@@ -293,6 +293,19 @@ def test_record_names_that_climb_out_of_the_report_are_refused(tmp_path, capsys)
     assert victim.read_bytes() == b"keep"
 
 
+def test_a_report_folder_another_run_is_writing_is_refused(tmp_path, capsys):
+    from spt.artifacts import folder_lock
+
+    _, argv = make_inputs(tmp_path, seeds=(0,))
+    out = tmp_path / "out"
+    with folder_lock(out, "report"):
+        assert main([*argv, "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "`spt report (pid" in lines[0] and "is writing here" in lines[0]
+    assert sorted(p.name for p in out.iterdir()) == []  # nothing written, the lock file gone
+    assert main([*argv, "--out", str(out)]) == 0  # free again
+
+
 def test_empty_eval_root_is_one_line_error(tmp_path, capsys):
     (tmp_path / "eval").mkdir()
     argv = ["report", "--eval-root", str(tmp_path / "eval"), "--out", str(tmp_path / "out")]

@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spt.artifacts import write_text_atomically
+    from spt.artifacts import folder_lock, write_text_atomically
     from spt.data.config import parse_data_config
     from spt.data.prepare import prepare_all
     from spt.data.report import to_json, to_markdown
@@ -93,13 +93,13 @@ def run(args: argparse.Namespace) -> int:
             f"{args.params}{found}: no dataset configured under data.datasets; add one "
             "(docs/data.md), pass --params FILE, or --synthetic DIR for the twins"
         )
-    out_root = chosen["out"] or config.prepared_root
-    reports = prepare_all(config, chosen["datasets"], out_root, chosen["workers"])
-    if chosen["datasets"] is None:  # a partial run must not overwrite the full run's summary
-        write_text_atomically(out_root / "prepare_report.json", to_json(reports))
-        write_text_atomically(
-            out_root / "prepare_report.md", to_markdown(reports, config.seed, config.train_fraction)
-        )
+    out_root = Path(chosen["out"] or config.prepared_root)
+    with folder_lock(out_root, "prepare"):  # a second prepare into one folder: one line
+        reports = prepare_all(config, chosen["datasets"], out_root, chosen["workers"])
+        if chosen["datasets"] is None:  # a partial run must not overwrite the full run's summary
+            write_text_atomically(out_root / "prepare_report.json", to_json(reports))
+            markdown = to_markdown(reports, config.seed, config.train_fraction)
+            write_text_atomically(out_root / "prepare_report.md", markdown)
     _print_summary(reports, out_root)
     return 1 if any(r.status == "failed" for r in reports) else 0
 

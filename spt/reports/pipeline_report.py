@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from spt.artifacts import read_examples, write_text_atomically
+from spt.artifacts import folder_lock, read_examples, write_text_atomically
 from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
@@ -474,7 +474,11 @@ def build_report(config: ReportConfig, say: Say = print) -> list[Produced]:
     records = load_records(config.eval_root)
     say(f"records: {len(records)} rows from {config.eval_root}")
     check_reference(records, config.reference, config.eval_root)
-    config.out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(config.out, "report"):  # a second report on one --out: one line
+        return _write_report(records, config, say)
+
+
+def _write_report(records: pd.DataFrame, config: ReportConfig, say: Say) -> list[Produced]:
     order = label_order(records, config.reference)
     tables, produced = write_tables(records, config, order, say)
     produced += write_significance(records, config, say)
