@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from spt.artifacts import folder_lock, write_text_atomically
     from spt.data.config import parse_data_config
-    from spt.data.prepare import prepare_all
+    from spt.data.prepare import check_plan, prepare_all
     from spt.data.report import to_json, to_markdown
     from spt.errors import SuiteError
 
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
             "(docs/data.md), pass --params FILE, or --synthetic DIR for the twins"
         )
     out_root = Path(chosen["out"] or config.prepared_root)
+    check_plan(config, chosen["datasets"], out_root)  # before the lock creates the folder
     with folder_lock(out_root, "prepare"):  # a second prepare into one folder: one line
         reports = prepare_all(config, chosen["datasets"], out_root, chosen["workers"])
         if chosen["datasets"] is None:  # a partial run must not overwrite the full run's summary

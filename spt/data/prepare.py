@@ -228,13 +228,9 @@ def resolve_workers(requested: int) -> int:
     return requested if requested > 0 else max(1, os.cpu_count() or 1)
 
 
-def prepare_all(
-    config: DataConfig,
-    names: list[str] | None = None,
-    out_root: Path | None = None,
-    workers: int | None = None,
-) -> list[DatasetReport]:
-    """Prepare the named datasets (default: every configured one) in name order."""
+def check_plan(config: DataConfig, names: list[str] | None, out_root: Path) -> list[str]:
+    """The datasets to prepare, in name order, once the names are known and the output is
+    known not to overlap any raw root: both checked before anything is created or removed."""
     names = sorted(set(config.datasets if names is None else names))
     unknown = [n for n in names if n not in config.datasets]
     if unknown:
@@ -242,8 +238,19 @@ def prepare_all(
             f"unknown dataset(s) {', '.join(unknown)}; configured in params.yaml data.datasets: "
             f"{', '.join(sorted(config.datasets)) or 'none'}"
         )
-    out_root = out_root or config.prepared_root
     _refuse_output_over_raw_data(out_root, names, config.datasets)
+    return names
+
+
+def prepare_all(
+    config: DataConfig,
+    names: list[str] | None = None,
+    out_root: Path | None = None,
+    workers: int | None = None,
+) -> list[DatasetReport]:
+    """Prepare the named datasets (default: every configured one) in name order."""
+    out_root = out_root or config.prepared_root
+    names = check_plan(config, names, out_root)
     count = resolve_workers(config.workers if workers is None else workers)
     executor = ProcessPoolExecutor(max_workers=count) if count > 1 else None
     try:
