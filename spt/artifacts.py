@@ -180,18 +180,25 @@ class LoadsTrainedState(Protocol):
     def load_trained_state(self, state: Mapping[str, torch.Tensor]) -> None: ...
 
 
-def plain_config(config: Any) -> dict[str, Any]:
-    """A method's checked params as plain values (tuples as lists), as trained.pt stores them."""
+def plain(value: Any) -> Any:
+    """``value`` as plain data, what ``torch.load(weights_only=True)``, JSON and
+    ``yaml.safe_dump`` all accept: a dataclass as a dict of its settings (internal fields
+    left out), mappings with text keys, tuples as lists; any other object as its text."""
     import dataclasses
 
-    def plain(value: Any) -> Any:
-        if isinstance(value, tuple | list):
-            return [plain(v) for v in value]
-        if isinstance(value, dict):
-            return {str(k): plain(v) for k, v in value.items()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: plain(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if not f.metadata.get("internal")
+        }
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, str | int | float | bool) or value is None:
         return value
-
-    return {f.name: plain(getattr(config, f.name)) for f in dataclasses.fields(config)}
+    return str(value)
 
 
 def _trained_config(method: LoadsTrainedState, blob: dict[str, Any]) -> dict[str, Any]:
@@ -202,7 +209,7 @@ def _trained_config(method: LoadsTrainedState, blob: dict[str, Any]) -> dict[str
     given = dict(blob.get("method_params") or {})
     given.pop("train", None)
     try:
-        return plain_config(type(method.config)(**given))
+        return plain(type(method.config)(**given))
     except TypeError:
         return {"(unreadable params)": sorted(given)}
 
@@ -210,7 +217,7 @@ def _trained_config(method: LoadsTrainedState, blob: dict[str, Any]) -> dict[str
 def check_trained_params(method: LoadsTrainedState, blob: dict[str, Any], path: Path) -> None:
     """Weights trained with other method params (a VRA threshold, a LoRA rank) would be scored
     under the current ones without a word: refuse, naming every key that differs."""
-    trained, current = _trained_config(method, blob), plain_config(method.config)
+    trained, current = _trained_config(method, blob), plain(method.config)
     differ = sorted(k for k in trained.keys() | current.keys() if trained.get(k) != current.get(k))
     if differ:
         shown = ", ".join(

@@ -160,6 +160,14 @@ def test_an_image_changed_since_prepare_is_refused(synthetic_prepared, tmp_path,
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "changed since `spt prepare`" in err and str(target) in err
+    # training checks each image once, when it screens the rows
+    train_row = manifest.index[(manifest["split"] == "train") & (manifest["label"] == "defect")][0]
+    edited = tmp_path / "edited_train.jpg"
+    edited.write_bytes(Path(manifest.loc[train_row, "image_path"]).read_bytes() + b"\0")
+    manifest.loc[train_row, "image_path"] = str(edited)
+    manifest.to_csv(path, index=False)
+    with pytest.raises(SuiteError, match="changed since `spt prepare`"):
+        TrainingSet(training_rows(prepared, ["mtd_twin"]), get_spec("tiny"), SampleOptions())
 
 
 def test_existing_run_needs_resume_or_restart(synthetic_prepared, tmp_path, capsys):

@@ -575,10 +575,15 @@ def _(d):
 
 
 # --- data --------------------------------------------------------------------------------------
+def prepare_case(d, name, layout, root, *extra, **options):
+    """`spt prepare` of one configured dataset; ``options`` are its layout options."""
+    spec = {"layout": layout, "root": root, **options}
+    (d / "p.yaml").write_text(yaml.safe_dump({"data": {"datasets": {name: spec}}}))
+    return ["prepare", "--params", "p.yaml", "--out", "pp", *extra]
+
+
 def folder_case(d, **options):
-    spec = {"layout": "folder", "root": "raw/folder", **options}
-    (d / "p.yaml").write_text(yaml.safe_dump({"data": {"datasets": {"line": spec}}}))
-    return ["prepare", "--params", "p.yaml", "--out", "pp"]
+    return prepare_case(d, "line", "folder", "raw/folder", **options)
 
 
 @case("data", "folder images: ../mtd")
@@ -609,20 +614,14 @@ def _(d):
 
 @case("data", "dataset root missing", expect="ok")
 def _(d):
-    (d / "p.yaml").write_text(
-        yaml.safe_dump({"data": {"datasets": {"m": {"layout": "mtd", "root": "nope"}}}})
-    )
-    return ["prepare", "--params", "p.yaml", "--out", "pp"], []
+    return prepare_case(d, "m", "mtd", "nope"), []
 
 
 @case("data", "mtd image truncated", expect="ok")
 def _(d):
     img = sorted((d / "raw" / "mtd").rglob("*.jpg"))[0]
     img.write_bytes(img.read_bytes()[:200])
-    (d / "p.yaml").write_text(
-        yaml.safe_dump({"data": {"datasets": {"m": {"layout": "mtd", "root": "raw/mtd"}}}})
-    )
-    return ["prepare", "--params", "p.yaml", "--out", "pp"], []
+    return prepare_case(d, "m", "mtd", "raw/mtd"), []
 
 
 @case("data", "mtd mask is a FIFO", expect="ok")
@@ -630,20 +629,14 @@ def _(d):
     m = sorted((d / "raw" / "mtd").rglob("*.png"))[0]
     m.unlink()
     os.mkfifo(m)
-    (d / "p.yaml").write_text(
-        yaml.safe_dump({"data": {"datasets": {"m": {"layout": "mtd", "root": "raw/mtd"}}}})
-    )
-    return ["prepare", "--params", "p.yaml", "--out", "pp"], []
+    return prepare_case(d, "m", "mtd", "raw/mtd"), []
 
 
 @case("data", "mtd image size differs from mask", expect="ok")
 def _(d):
     img = sorted((d / "raw" / "mtd").rglob("*.jpg"))[0]
     Image.new("RGB", (7, 9)).save(img, format="JPEG")
-    (d / "p.yaml").write_text(
-        yaml.safe_dump({"data": {"datasets": {"m": {"layout": "mtd", "root": "raw/mtd"}}}})
-    )
-    return ["prepare", "--params", "p.yaml", "--out", "pp"], []
+    return prepare_case(d, "m", "mtd", "raw/mtd"), []
 
 
 @case("data", "synth --layouts nope")
@@ -758,35 +751,23 @@ cli_case("report twice into one --out", [], REPORT, expect="ok")
 @case("data", "mtd root is a file", expect="ok")
 def _(d):
     (d / "afile").write_text("x")
-    (d / "p.yaml").write_text(
-        yaml.safe_dump({"data": {"datasets": {"m": {"layout": "mtd", "root": "afile"}}}})
-    )
-    return ["prepare", "--params", "p.yaml", "--out", "pp"], []
+    return prepare_case(d, "m", "mtd", "afile"), []
 
 
 @case("data", "folder dataset with no images", expect="ok")
 def _(d):
     (d / "emptyline" / "images").mkdir(parents=True)
-    (d / "p.yaml").write_text(
-        yaml.safe_dump({"data": {"datasets": {"e": {"layout": "folder", "root": "emptyline"}}}})
-    )
-    return ["prepare", "--params", "p.yaml", "--out", "pp"], []
+    return prepare_case(d, "e", "folder", "emptyline"), []
 
 
 @case("data", "mvtec layout on an mtd root", expect="ok")
 def _(d):
-    (d / "p.yaml").write_text(
-        yaml.safe_dump({"data": {"datasets": {"m": {"layout": "mvtec", "root": "raw/mtd"}}}})
-    )
-    return ["prepare", "--params", "p.yaml", "--out", "pp"], []
+    return prepare_case(d, "m", "mvtec", "raw/mtd"), []
 
 
 @case("data", "prepare --datasets not configured")
 def _(d):
-    (d / "p.yaml").write_text(
-        yaml.safe_dump({"data": {"datasets": {"m": {"layout": "mtd", "root": "raw/mtd"}}}})
-    )
-    return ["prepare", "--params", "p.yaml", "--out", "pp", "--datasets", "zz"], []
+    return prepare_case(d, "m", "mtd", "raw/mtd", "--datasets", "zz"), []
 
 
 def classify(expect, code, out, err, sentinels_before, sentinels_after):

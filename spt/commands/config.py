@@ -30,26 +30,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def _plain(value):
-    """Tuples as lists, mappings and dataclasses as dicts: what yaml.safe_dump writes."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(value):
-        return {
-            f.name: _plain(getattr(value, f.name))
-            for f in dataclasses.fields(value)
-            if not f.metadata.get("internal")
-        }
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def run(args: argparse.Namespace) -> int:
     import yaml
 
+    from spt.artifacts import plain
     from spt.config.reference import reference_markdown
     from spt.config.schema import build
     from spt.data.config import parse_data_config
@@ -61,14 +45,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     config = command_params(args)
     parse_data_config(config.data, config.source)  # dataset entries: their layouts' options
-    settings = _plain(config)
+    settings = plain(config)
     methods = {}
     for name in available_methods():  # every method's params with its defaults filled in
         given = method_params(config, name)
         own = build(method_class(name).config_class, given, config.source, f"methods.{name}")
-        methods[name] = _plain(own)
+        methods[name] = plain(own)
         if "train" in config.methods.get(name, {}):
-            methods[name]["train"] = _plain(config.train_for(name))
+            methods[name]["train"] = plain(config.train_for(name))
     settings["methods"] = methods
     print(f"# {config.source}: checked; every setting, defaults filled in")
     print(yaml.safe_dump(settings, sort_keys=False), end="")

@@ -88,10 +88,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     import os
-    from dataclasses import asdict
 
     import torch
 
+    from spt.artifacts import plain
     from spt.harness.method import build_method, check_trainable, method_class, method_params
     from spt.sam import get_spec, resolve_device
     from spt.training.engine import TrainConfig
@@ -109,9 +109,10 @@ def run(args: argparse.Namespace) -> int:
         raise SuiteError(f"--limit {args.limit}: give a positive number of images")
     own_params = method_params(params, args.method)  # the method's name and params, checked
     settings = params.train_for(args.method)
-    for key, name in (("epochs", "epochs"), ("batch_size", "batch_size"), ("seed", "seed")):
+    # Laid over the merged settings, so a flag also beats methods.<method>.train.
+    for name in ("epochs", "batch_size", "seed"):
         if hasattr(args, name):
-            settings = override(settings, key, getattr(args, name), "--" + name.replace("_", "-"))
+            settings = override(settings, name, getattr(args, name), "--" + name.replace("_", "-"))
     if hasattr(args, "datasets"):
         datasets = distinct_names([str(d) for d in args.datasets], "--datasets")
     elif settings.datasets is not None:
@@ -135,10 +136,8 @@ def run(args: argparse.Namespace) -> int:
         lsj_scale=augment.lsj_scale,
     )
     # The sample options shape the weights: in the fingerprint, so --resume refuses a change.
-    samples = {**asdict(options), "prompt_modes": list(options.prompt_modes)}
-    samples["lsj_scale"] = list(options.lsj_scale)
     config = TrainConfig(
-        **{k: getattr(settings, k) for k in _CONFIG_KEYS}, extra={"samples": samples}
+        **{k: getattr(settings, k) for k in _CONFIG_KEYS}, extra={"samples": plain(options)}
     )
     check_trainable(method_class(args.method))  # before the backbone is loaded
     method = build_method(args.method, backbone, checkpoint, device, own_params)

@@ -9,7 +9,7 @@ import dataclasses
 import typing
 from typing import Any, Literal
 
-from spt.config.schema import hints, is_section, walk
+from spt.config.schema import fields, hints, is_section, walk
 from spt.config.sections import SuiteConfig
 
 HEADER = """# Configuration reference
@@ -107,9 +107,7 @@ def reference_markdown(methods: typing.Mapping[str, type] | None = None) -> str:
     config class), a row per setting."""
     defaults = SuiteConfig()
     lines = [HEADER]
-    for section in dataclasses.fields(SuiteConfig):
-        if section.metadata.get("internal"):
-            continue
+    for section in fields(SuiteConfig):
         hint = hints(SuiteConfig)[section.name]
         lines.append(f"## `{section.name}`\n")
         lines.append(section.metadata["doc"][0].upper() + section.metadata["doc"][1:] + ".\n")

@@ -101,9 +101,14 @@ def _optional(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
+def _bounds(meta: Mapping[str, Any]) -> tuple:
+    """(minimum, maximum, min_open, max_open) of a field, as is_number and range_text take them."""
+    return (meta.get("minimum"), meta.get("maximum"), meta.get("min_open", False),
+            meta.get("max_open", False))  # fmt: skip
+
+
 def _number(value: Any, integer: bool, meta: Mapping[str, Any]) -> Any:
-    bounds = (meta.get("minimum"), meta.get("maximum"), meta.get("min_open", False))
-    bounds = (*bounds, meta.get("max_open", False))
+    bounds = _bounds(meta)
     if not is_number(value, integer, *bounds):
         raise BadSetting(range_text("an integer" if integer else "a number", *bounds), value)
     return int(value) if integer else float(value)
@@ -174,8 +179,7 @@ def _sequence(value: Any, args: tuple[Any, ...], meta: Mapping[str, Any]) -> tup
 def _expected(hint: Any, meta: Mapping[str, Any]) -> str:
     inner, nullable = _optional(hint)
     origin = typing.get_origin(inner)
-    bounds = (meta.get("minimum"), meta.get("maximum"), meta.get("min_open", False))
-    bounds = (*bounds, meta.get("max_open", False))
+    bounds = _bounds(meta)
     if origin is tuple:
         args = typing.get_args(inner)
         noun = {str: "names", int: "integers", float: "numbers"}.get(args[0], "values")

@@ -17,6 +17,27 @@ from PIL import Image, UnidentifiedImageError
 from spt.errors import SuiteError
 
 
+def _check_digest(path: Path, what: str, data: bytes, sha256: str) -> None:
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise SuiteError(
+            f"{path}: {what} changed since `spt prepare` (its sha256 is not the manifest's); "
+            "rerun `spt prepare`, or restore the file"
+        )
+
+
+def check_unchanged(path: Path, sha256: str | None, what: str = "image") -> None:
+    """A SuiteError when the file is no longer the one `spt prepare` hashed (``sha256``, the
+    manifest's; nothing to check when it is empty). For readers that check once and decode
+    later, such as training, which reads each image every epoch."""
+    if not sha256:
+        return
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SuiteError(f"{path}: unreadable {what} ({exc}); rerun `spt prepare`") from None
+    _check_digest(path, what, data, sha256)
+
+
 def _read_image(path: Path, mode: str, what: str, sha256: str | None = None) -> np.ndarray:
     """Image file -> uint8 array in PIL ``mode``; a missing or unreadable file is a SuiteError,
     and so is a file whose sha256 is not ``sha256`` (when given: the manifest's)."""
@@ -26,13 +47,9 @@ def _read_image(path: Path, mode: str, what: str, sha256: str | None = None) -> 
         )
     try:
         source: Path | io.BytesIO = path
-        if sha256:
+        if sha256:  # one read: the bytes hashed are the bytes decoded
             data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != sha256:
-                raise SuiteError(
-                    f"{path}: {what} changed since `spt prepare` (its sha256 is not the "
-                    "manifest's); rerun `spt prepare`, or restore the file"
-                )
+            _check_digest(path, what, data, sha256)
             source = io.BytesIO(data)
         with Image.open(source) as image:
             return np.array(image.convert(mode))

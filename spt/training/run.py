@@ -16,16 +16,14 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from spt.artifacts import TRAINED_FORMAT, plain_config, save_torch, write_text_atomically
+from spt.artifacts import TRAINED_FORMAT, plain, save_torch, write_text_atomically
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.method import Method, TrainingSample, check_trainable
@@ -183,10 +181,10 @@ def save_trained(
             "format": TRAINED_FORMAT,
             "method": method.name,
             "backbone": method.backbone,
-            "method_params": _plain(method.params),
-            "method_config": plain_config(method.config),  # checked by load_trained
+            "method_params": plain(method.params),
+            "method_config": plain(method.config),  # checked by load_trained
             "trainable_parameters": method.trainable_parameter_count(),
-            "train_config": _plain(asdict(config)),
+            "train_config": plain(config),
             "history": result.history,
             **(summary or {}),
             "numerics": numerics or describe(),
@@ -194,14 +192,3 @@ def save_trained(
         },
         path,
     )
-
-
-def _plain(value: Any) -> Any:
-    """Params as plain JSON-like values (tuples -> lists), so weights_only loading accepts them."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)

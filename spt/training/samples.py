@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from spt.data.images import read_mask, read_rgb
+from spt.data.images import check_unchanged, read_mask, read_rgb
 from spt.data.stable_random import torch_seed
 from spt.errors import SuiteError
 from spt.harness.method import TrainingSample
@@ -190,6 +190,8 @@ class TrainingSet:
         for index, row in rows.iterrows():
             mask = read_mask(Path(row["mask_path"]))
             check_same_size(row, image_size(Path(row["image_path"])), mask.shape)
+            # once per run, not every epoch: the image must still be the one prepare hashed
+            check_unchanged(Path(row["image_path"]), row.get("image_sha256") or None)
             reason = unusable_reason(mask, spec.image_size, options.resize)
             if reason is None:
                 keep.append(index)
@@ -215,21 +217,23 @@ class TrainingSet:
         image_id = str(row["image_id"])
         opts = self.options
         rng = np.random.default_rng(sample_key(opts.seed, image_id, epoch, "augment"))
-        image = read_rgb(Path(row["image_path"]), row.get("image_sha256") or None)
-        mask = read_mask(Path(row["mask_path"]))
+        image, mask = read_rgb(Path(row["image_path"])), read_mask(Path(row["mask_path"]))
         check_same_size(row, image.shape, mask.shape)
         size = self.spec.image_size
         content, content_mask = input_content(image, mask, size, opts.resize)
         content, content_mask, _ = random_hflip(content, content_mask, rng, p=opts.hflip)
-        image, mask = pad_content(content, content_mask, size)
+        jittered = None
         if rng.random() < opts.lsj_prob:
-            jittered, jittered_mask, _ = large_scale_jitter(
+            jittered = large_scale_jitter(
                 content, content_mask, rng, output_size=size, scale_range=opts.lsj_scale
             )
-            if (jittered_mask > 128).any():
-                image, mask = jittered, jittered_mask
-            else:  # deterministic: the same (seed, image id, epoch) always falls back
+            if not (jittered[1] > 128).any():  # deterministic: the same key always falls back
                 self.jitter_fallbacks.add((image_id, epoch))
+                jittered = None
+        if jittered is None:
+            image, mask = pad_content(content, content_mask, size)
+        else:
+            image, mask, _ = jittered
         mode = opts.prompt_modes[int(rng.integers(len(opts.prompt_modes)))]
         prompt_id = f"{image_id}#{epoch}"
         prompt = build_prompt_or_box(
