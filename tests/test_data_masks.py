@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spt.data.masks import MaskFormatError, normalise_mask
+from spt.data.masks import MaskFormatError, normalise_mask, raw_summary
 
 # A mask with values on both sides of the > 128 threshold, and exactly at it.
 GREY = np.array([[0, 100, 128], [129, 200, 255]], dtype=np.uint8)
@@ -21,14 +21,32 @@ def test_grey_threshold_is_strictly_above_128():
     assert np.array_equal(out, EXPECTED)
 
 
-def test_rgb_mask_uses_luma():
+def test_rgb_mask_uses_its_brightest_channel():
     rgb = np.stack([GREY] * 3, axis=2)
     out, note = normalise_mask(Image.fromarray(rgb, "RGB"), "threshold")
     assert np.array_equal(out, EXPECTED) and "RGB" in note
-    # Pure red has luma 0.299 * 255 = 76: background under the grey convention.
-    red = np.zeros((1, 1, 3), np.uint8)
-    red[..., 0] = 255
-    assert normalise_mask(Image.fromarray(red, "RGB"), "threshold")[0].max() == 0
+    # Pure red, green or blue annotations are foreground (luma would make red 76, blue 29).
+    colours = np.zeros((1, 4, 3), np.uint8)
+    colours[0, 0, 0] = colours[0, 1, 1] = colours[0, 2, 2] = 255
+    colours[0, 3] = (120, 128, 60)  # no channel above 128
+    out, _ = normalise_mask(Image.fromarray(colours, "RGB"), "threshold")
+    assert out.tolist() == [[255, 255, 255, 0]]
+
+
+def test_palette_mask_with_red_foreground_is_foreground():
+    palette = Image.fromarray(np.array([[0, 1]], np.uint8), "P")
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * (256 * 3 - 6))
+    out, note = normalise_mask(palette, "threshold")
+    assert out.tolist() == [[0, 255]] and "palette" in note
+
+
+def test_raw_summary_counts_stored_values():
+    assert raw_summary(Image.fromarray(np.array([[0, 1, 2, 0]], np.uint8), "L")) == (2, 2)
+    wide = _png_roundtrip(np.array([[0, 1000, 1000]], np.uint16))
+    assert raw_summary(wide) == (2, 1000)
+    rgb = np.zeros((1, 2, 3), np.uint8)
+    rgb[0, 1] = (0, 40, 7)
+    assert raw_summary(Image.fromarray(rgb, "RGB")) == (1, 40)
 
 
 def test_rgba_transparent_pixels_are_background():

@@ -31,13 +31,18 @@ def prepared(tmp_path_factory):
     return report, out, time.perf_counter() - start
 
 
-def _faint_uneven_masks() -> set[str]:
-    """Computed here, independently of the suite: MT_Uneven masks with nothing above 128."""
-    return {
-        str(p)
-        for p in sorted((MTD / "MT_Uneven" / "Imgs").glob("*.png"))
-        if np.asarray(Image.open(p).convert("L")).max() <= 128
-    }
+def _uneven_masks(low: int, high: int) -> set[str]:
+    """Computed here, independently of the suite: MT_Uneven masks with at least ``low`` and
+    fewer than ``high`` pixels above 128."""
+    found = set()
+    for path in sorted((MTD / "MT_Uneven" / "Imgs").glob("*.png")):
+        above = int((np.asarray(Image.open(path).convert("L")) > 128).sum())
+        if low <= above < high:
+            found.add(str(path))
+    return found
+
+
+MIN_PIXELS = 10  # data.min_defect_pixels' default
 
 
 def test_counts_match_the_publication(prepared):
@@ -47,26 +52,31 @@ def test_counts_match_the_publication(prepared):
     assert totals["found_defect"] == 392 and totals["found_normal"] == 952
     manifest = read_manifest(out / "mtd" / "manifest.csv")
     assert (manifest.label == "normal").sum() == 952
-    assert (manifest.label == "defect").sum() == 392 - 4
-    assert manifest.image_id.is_unique and len(manifest) == 1340
-    assert (manifest[manifest.label == "defect"].mask_pixels > 0).all()
+    # Out of the defect set: 4 empty masks and 2 of 1 and 3 pixels (annotation residue).
+    assert (manifest.label == "defect").sum() == 392 - 4 - 2
+    assert manifest.image_id.is_unique and len(manifest) == 1338
+    assert (manifest[manifest.label == "defect"].mask_pixels >= MIN_PIXELS).all()
 
 
-def test_the_four_empty_uneven_masks_are_reported(prepared):
+def test_the_four_empty_and_two_tiny_uneven_masks_are_reported(prepared):
     report, out, _ = prepared
-    expected = _faint_uneven_masks()
-    assert len(expected) == 4
+    empty, tiny = _uneven_masks(0, 1), _uneven_masks(1, MIN_PIXELS)
+    assert len(empty) == 4 and len(tiny) == 2
+    # The 4 empty ones are all zero, not faint: nothing for another convention to find.
+    assert all(np.asarray(Image.open(p)).max() == 0 for p in empty)
     excluded = {i.path for i in report.issues if i.kind == "empty_mask"}
-    assert excluded == expected
+    assert excluded == empty
     assert all("empty mask at >128" in i.reason for i in report.issues if i.kind == "empty_mask")
+    assert {i.path for i in report.issues if i.kind == "tiny_defect"} == tiny
+    assert not [i for i in report.issues if i.kind == "mask_below_threshold"]
     saved = json.loads((out / "mtd" / "report.json").read_text())["datasets"][0]
-    assert {i["path"] for i in saved["issues"] if i["kind"] == "empty_mask"} == expected
-    n_train = train_count(99, 0.5)  # 103 MT_Uneven images, 4 excluded
+    assert {i["path"] for i in saved["issues"] if i["kind"] == "empty_mask"} == empty
+    n_train = train_count(97, 0.5)  # 103 MT_Uneven images, 6 excluded
     assert saved["counts"]["MT_Uneven"]["uneven"] == {
         "found": 103,
-        "in_manifest": 99,
+        "in_manifest": 97,
         "train": n_train,
-        "test": 99 - n_train,
+        "test": 97 - n_train,
     }
 
 

@@ -86,13 +86,41 @@ def test_subset_and_unknown_names(tmp_path, capsys):
     out = tmp_path / "prepared"
     assert main(["prepare", "--params", str(params), "--out", str(out), "--datasets", "mtd"]) == 0
     assert (out / "mtd" / "manifest.csv").is_file() and not (out / "mvtec").exists()
-    assert not (out / "prepare_report.json").exists()  # a subset leaves the full summary alone
     report = json.loads((out / "mtd" / "report.json").read_text())["datasets"][0]
-    assert report["totals"]["excluded"] == 1  # the faint MT_Uneven mask
+    assert report["totals"]["excluded"] == 1  # the all-zero MT_Uneven mask
+    combined = json.loads((out / "prepare_report.json").read_text())["datasets"]
+    assert [d["dataset"] for d in combined] == ["mtd"]  # mvtec was never prepared here
     capsys.readouterr()
     assert main(["prepare", "--params", str(params), "--datasets", "mvtecad"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown dataset(s) mvtecad") and err.count("\n") == 1
+
+
+def test_subset_rerun_merges_the_earlier_results(tmp_path):
+    """A full run in which mtd failed, then `--datasets mtd` once it is fixed: the combined
+    report says mtd is prepared and keeps the other dataset's earlier result."""
+    write_twin("btad", tmp_path / "raw/btad", seed=1, size=TwinSize(1, 1, 2))
+    (tmp_path / "raw/mtd").mkdir(parents=True)  # present but empty: fails
+    datasets = {
+        "btad": {"layout": "btad", "root": str(tmp_path / "raw/btad")},
+        "mtd": {"layout": "mtd", "root": str(tmp_path / "raw/mtd")},
+    }
+    params = _params(tmp_path, datasets)
+    out = tmp_path / "prepared"
+    assert main(["prepare", "--params", str(params), "--out", str(out)]) == 1
+    before = json.loads((out / "prepare_report.json").read_text())["datasets"]
+    assert {d["dataset"]: d["status"] for d in before} == {"btad": "prepared", "mtd": "failed"}
+    (tmp_path / "raw/mtd").rmdir()
+    write_twin("mtd", tmp_path / "raw/mtd", seed=1, size=TwinSize(1, 1, 2))
+    assert main(["prepare", "--params", str(params), "--out", str(out), "--datasets", "mtd"]) == 0
+    after = json.loads((out / "prepare_report.json").read_text())["datasets"]
+    assert {d["dataset"]: d["status"] for d in after} == {"btad": "prepared", "mtd": "prepared"}
+    assert [d for d in after if d["dataset"] == "btad"] == [
+        d for d in before if d["dataset"] == "btad"
+    ]
+    markdown = (out / "prepare_report.md").read_text()
+    assert "| mtd | prepared |" in markdown and "| btad | prepared |" in markdown
+    assert "FAILED" not in markdown and "failed" not in markdown
 
 
 def test_bad_params_are_one_line_errors(tmp_path, capsys):

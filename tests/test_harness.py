@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from spt.harness.method import (
 )
 from spt.harness.preprocess import InputFrame, image_to_input, logits_to_original, mask_to_input
 from spt.harness.prompts import DEFAULT_PROMPT_MODES, build_prompt
-from spt.harness.records import RECORD_COLUMNS, read_records
+from spt.harness.records import RECORD_COLUMNS, read_records, read_weights
 from tests.harness_synthetic import write_dataset
 
 KINDS_A = [
@@ -112,6 +113,29 @@ def test_zero_shot_end_to_end(prepared, tmp_path, count_encodes):
     per_dataset = ok[ok["prompt_mode"] == "box"].groupby("dataset")["iou"].mean()
     assert overall["iou"].item() == pytest.approx(per_dataset.mean())
     assert "Unweighted mean over datasets" in (out_dir / "summary.md").read_text()
+
+
+def test_records_and_summary_name_the_weights(prepared, tmp_path, capsys):
+    """Random weights are said on stderr and in summary.md; a checkpoint is named with its
+    sha256 in the records' metadata and the summary."""
+    records_path = evaluate(config_for(prepared, tmp_path / "random"), progress=False)
+    err = capsys.readouterr().err
+    assert "warning: evaluating zero_shot on a randomly initialised tiny SAM" in err
+    weights = read_weights(records_path)
+    assert weights["random_base"] is True and weights["checkpoint"] is None
+    assert "RANDOMLY INITIALISED tiny SAM" in (records_path.parent / "summary.md").read_text()
+
+    checkpoint = tmp_path / "tiny.pth"
+    torch.save(build_method("zero_shot", "tiny").sam.state_dict(), checkpoint)
+    config = config_for(prepared, tmp_path / "named", checkpoint=str(checkpoint))
+    records_path = evaluate(config, progress=False)
+    assert "randomly initialised" not in capsys.readouterr().err
+    weights = read_weights(records_path)
+    digest = hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert weights["random_base"] is False
+    assert weights["checkpoint"] == {"path": checkpoint.as_posix(), "sha256": digest}
+    summary = (records_path.parent / "summary.md").read_text()
+    assert f"Weights: SAM tiny from `{checkpoint.as_posix()}` (sha256 {digest[:12]})" in summary
 
 
 def test_recorded_scores_match_an_independent_recomputation(prepared, tmp_path):
@@ -399,7 +423,11 @@ def test_damaged_cached_chunks_are_moved_aside_and_recomputed(prepared, tmp_path
     damaged = [_damage(part, damage) for part, damage in zip(parts, DAMAGES, strict=True)]
     capsys.readouterr()
     again = read_records(evaluate(config, progress=False))
-    warnings = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
+    warnings = [
+        line
+        for line in capsys.readouterr().err.splitlines()
+        if "warning:" in line and "randomly initialised" not in line
+    ]
     assert len(warnings) == len(DAMAGES) and all("recomputing" in w for w in warnings)
     for target in damaged:
         assert sum(w.startswith(f"warning: {target}: ") for w in warnings) == 1

@@ -97,12 +97,42 @@ def run(args: argparse.Namespace) -> int:
     check_plan(config, chosen["datasets"], out_root)  # before the lock creates the folder
     with folder_lock(out_root, "prepare"):  # a second prepare into one folder: one line
         reports = prepare_all(config, chosen["datasets"], out_root, chosen["workers"])
-        if chosen["datasets"] is None:  # a partial run must not overwrite the full run's summary
-            write_text_atomically(out_root / "prepare_report.json", to_json(reports))
-            markdown = to_markdown(reports, config.seed, config.train_fraction)
-            write_text_atomically(out_root / "prepare_report.md", markdown)
+        # A subset rerun keeps the other datasets' last results in the combined report.
+        combined = reports
+        if chosen["datasets"] is not None:
+            combined = _with_saved_reports(reports, out_root, sorted(config.datasets))
+        write_text_atomically(out_root / "prepare_report.json", to_json(combined))
+        markdown = to_markdown(combined, config.seed, config.train_fraction)
+        write_text_atomically(out_root / "prepare_report.md", markdown)
     _print_summary(reports, out_root)
     return 1 if any(r.status == "failed" for r in reports) else 0
+
+
+def _with_saved_reports(reports: list, out_root: Path, configured: list[str]) -> list:
+    """``reports`` plus, for every other configured dataset, its saved ``report.json`` from an
+    earlier run into ``out_root`` (none saved, or unreadable: left out, with a note)."""
+    import json
+
+    from spt.data.report import DatasetReport
+
+    fresh = {report.name for report in reports}
+    combined = list(reports)
+    for name in configured:
+        if name in fresh:
+            continue
+        path = out_root / name / "report.json"
+        if not path.is_file():
+            continue
+        try:
+            (entry,) = json.loads(path.read_text())["datasets"]
+            combined.append(DatasetReport.from_dict(entry))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(
+                f"{path.as_posix()}: unreadable ({type(exc).__name__}); {name} is left out of "
+                "the combined report; rerun `spt prepare` without --datasets",
+                file=sys.stderr,
+            )
+    return sorted(combined, key=lambda report: report.name)
 
 
 def _print_summary(reports: list, out_root: Path) -> None:

@@ -51,6 +51,10 @@ class DataSection:
         minimum=0, maximum=1, min_open=True, max_open=True,
     )  # fmt: skip
     workers: int = setting(0, "decoding/hashing processes; 0 = one per CPU core", minimum=0)
+    min_defect_pixels: int = setting(
+        10, "a defect mask with fewer foreground pixels is excluded (annotation residue)",
+        minimum=1, maximum=1_000_000,
+    )  # fmt: skip
     synthetic: SyntheticSize = setting(SyntheticSize, "size of the synthetic twins")
     datasets: dict[str, Any] = setting(
         {}, "name: `{layout, root, mask_convention, <layout options>}` (checked by spt.data.config)"

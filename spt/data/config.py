@@ -22,7 +22,8 @@ from spt.errors import SuiteError
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 DEFAULT_TRAIN_FRACTION = 0.5
-NATIVE_CONVENTION = {"visa": "nonzero"}  # VisA masks hold class ids; the rest: > 128
+# VisA masks hold class ids; KSDD2's authors count any pixel > 0 as defect; the rest: > 128.
+NATIVE_CONVENTION = {"visa": "nonzero", "ksdd2": "nonzero"}
 COMMON_KEYS = {"root", "layout", "mask_convention"}
 
 
@@ -42,6 +43,7 @@ class DataConfig:
     train_fraction: float
     workers: int
     datasets: dict[str, DatasetConfig]
+    min_defect_pixels: int = 10
 
 
 def _dataset(name: str, spec: Any, raw_root: Path, where: str) -> DatasetConfig:
@@ -102,4 +104,5 @@ def parse_data_config(
         train_fraction=section.train_fraction,
         workers=section.workers,
         datasets=datasets,
+        min_defect_pixels=section.min_defect_pixels,
     )

@@ -2,13 +2,14 @@
 
 A pure function of the record and its files, so it can run in any worker process in any order.
 Every failure becomes an :class:`Issue` in the outcome; nothing here raises for bad data.
+Images and masks are decoded under the one rule of :mod:`spt.data.images`, which training and
+evaluation apply again when they read them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,13 +17,15 @@ import numpy as np
 from PIL import Image
 
 from spt.artifacts import replace_atomically
+from spt.data.images import ImageFormatError, open_checked, rgb8
 from spt.data.issues import Issue
 from spt.data.manifest import mask_entry
-from spt.data.masks import THRESHOLD, MaskFormatError, normalise_mask
+from spt.data.masks import THRESHOLD, MaskFormatError, normalise_mask, raw_summary
 from spt.data.records import NORMAL, ImageRecord
 
 DEFECT_LABEL = "defect"
 NORMAL_LABEL = "normal"
+FULL_COVERAGE = 0.99  # a mask this much of its image is more likely an inverted convention
 # Reading the path failed, not decoding it: a broken link or a folder where a mask should be.
 _NOT_A_FILE = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
 
@@ -37,16 +40,6 @@ class Outcome:
     defect_type: str = ""  # final defect type (label_from_mask records get it from the mask)
 
 
-def _decode(data: bytes) -> Image.Image:
-    """Fully decode (``load``) so a truncated file fails here, not in a later stage."""
-    with warnings.catch_warnings():
-        # Pillow warns on oversized images before raising; keep stderr clean, the error is reported.
-        warnings.simplefilter("ignore")
-        image = Image.open(io.BytesIO(data))
-        image.load()
-    return image
-
-
 def _read(path: Path) -> tuple[bytes, str]:
     # A FIFO or a device would block the read (or never end): only regular files are read.
     if path.exists() and not path.is_file():
@@ -55,14 +48,26 @@ def _read(path: Path) -> tuple[bytes, str]:
     return data, hashlib.sha256(data).hexdigest()
 
 
-def inspect_record(record: ImageRecord, convention: str, out_dir: Path) -> Outcome:
+def _refused(kind: str, path: str, exc: ImageFormatError, what: str) -> Issue:
+    return Issue("skipped", kind, path, f"{what} refused: {exc}")
+
+
+def inspect_record(
+    record: ImageRecord, convention: str, out_dir: Path, min_defect_pixels: int = 1
+) -> Outcome:
     """Check one record; write its normalised mask under ``out_dir`` (the manifest's folder) when
-    it is a defect image. The row names the mask relative to ``out_dir`` (``masks/...``)."""
+    it is a defect image. The row names the mask relative to ``out_dir`` (``masks/...``).
+    A defect mask with fewer than ``min_defect_pixels`` foreground pixels is excluded."""
     outcome = Outcome(record, None, defect_type=record.defect_type)
     image_path = str(record.image_path)
     try:
         image_bytes, image_sha = _read(record.image_path)
-        image = _decode(image_bytes)
+        with open_checked(io.BytesIO(image_bytes)) as image:
+            _, image_note = rgb8(image)  # the pixels training and evaluation will see
+            width, height = image.size
+    except ImageFormatError as exc:
+        outcome.issues.append(_refused("refused_image", image_path, exc, "image"))
+        return outcome
     except Exception as exc:  # any decoder failure is a bad file, reported, never a crash
         outcome.issues.append(
             Issue(
@@ -74,7 +79,8 @@ def inspect_record(record: ImageRecord, convention: str, out_dir: Path) -> Outco
             )
         )
         return outcome
-    width, height = image.size
+    if image_note:
+        outcome.issues.append(Issue("repaired", "image_converted", image_path, image_note))
     row = {
         "image_id": record.image_id,
         "dataset": record.dataset,
@@ -97,8 +103,13 @@ def inspect_record(record: ImageRecord, convention: str, out_dir: Path) -> Outco
     mask_path = str(record.mask_path)
     try:
         mask_bytes, mask_sha = _read(record.mask_path)
-        raw_mask = _decode(mask_bytes)
-        binary, note = normalise_mask(raw_mask, convention)
+        with open_checked(io.BytesIO(mask_bytes)) as raw_mask:
+            binary, note = normalise_mask(raw_mask, convention)
+            raw_size = raw_mask.size
+            raw_nonzero, raw_max = raw_summary(raw_mask)
+    except ImageFormatError as exc:
+        outcome.issues.append(_refused("refused_mask", mask_path, exc, "mask"))
+        return outcome
     except MaskFormatError as exc:
         outcome.issues.append(
             Issue("skipped", "bad_mask_mode", mask_path, str(exc), "save the mask as 8-bit grey")
@@ -118,14 +129,14 @@ def inspect_record(record: ImageRecord, convention: str, out_dir: Path) -> Outco
             )
         )
         return outcome
-    if raw_mask.size != image.size:
+    if raw_size != (width, height):
         # Resizing would guess an alignment; a mismatched pair is more likely a wrong pairing.
         outcome.issues.append(
             Issue(
                 "skipped",
                 "size_mismatch",
                 mask_path,
-                f"mask is {raw_mask.size[0]}x{raw_mask.size[1]} but its image {image_path} is "
+                f"mask is {raw_size[0]}x{raw_size[1]} but its image {image_path} is "
                 f"{width}x{height}",
                 "replace the mask or image with the publisher's matching pair",
             )
@@ -133,6 +144,21 @@ def inspect_record(record: ImageRecord, convention: str, out_dir: Path) -> Outco
         return outcome
     pixels = int(np.count_nonzero(binary))
     rule = f">{THRESHOLD}" if convention == "threshold" else "!= 0"
+    if pixels == 0 and raw_nonzero > 0:
+        # Stored values that the rule reads as background: {0,1} or class-id masks, 16-bit
+        # masks with small values, faint annotations. Calling the image normal would misread it.
+        outcome.issues.append(
+            Issue(
+                "excluded",
+                "mask_below_threshold",
+                mask_path,
+                f"{raw_nonzero} pixels are non-zero (largest value {raw_max}) but none is "
+                f"foreground at {rule}; kept out of the defect and normal sets",
+                "if the values are class ids or 0/1, set mask_convention: nonzero for this "
+                "dataset; if the annotation is faint, redraw it",
+            )
+        )
+        return outcome
     if pixels == 0:
         if record.label_from_mask:  # KSDD2 / SPT archive / folder: an empty mask means normal
             outcome.defect_type = NORMAL
@@ -149,8 +175,31 @@ def inspect_record(record: ImageRecord, convention: str, out_dir: Path) -> Outco
             )
         )
         return outcome
+    if pixels < min_defect_pixels:
+        outcome.issues.append(
+            Issue(
+                "excluded",
+                "tiny_defect",
+                mask_path,
+                f"{pixels} foreground pixel(s) at {rule}, under data.min_defect_pixels "
+                f"({min_defect_pixels}); kept out of the defect set",
+                "lower data.min_defect_pixels if such defects should count",
+            )
+        )
+        return outcome
     if note:
         outcome.issues.append(Issue("repaired", "mask_converted", mask_path, note))
+    if pixels >= FULL_COVERAGE * width * height:
+        outcome.issues.append(
+            Issue(
+                "warning",
+                "mask_covers_image",
+                mask_path,
+                f"mask covers {100 * pixels / (width * height):.1f}% of its image at {rule}",
+                "if the background is stored as 1 (or 255), the mask is inverted or in another "
+                "convention: fix the masks or set mask_convention",
+            )
+        )
     entry = mask_entry(record.image_id)
     mask = Image.fromarray(binary, mode="L")
     replace_atomically(out_dir / entry, lambda tmp: mask.save(tmp, format="PNG"))

@@ -1,18 +1,23 @@
 """Mask normalisation: any raw mask -> one 8-bit channel holding 0 or 255.
 
-Two foreground conventions. ``threshold`` (the official SPT convention, every dataset but VisA):
-convert to one 8-bit grey channel, then foreground = value > 128. ``nonzero`` (VisA, whose raw
-masks hold class ids 1, 2, ...): foreground = raw value != 0, before any conversion.
+Two foreground conventions. ``threshold`` (the official SPT convention, every dataset but VisA
+and KSDD2): reduce to one 8-bit channel, then foreground = value > 128. ``nonzero`` (VisA,
+whose raw masks hold class ids 1, 2, ..., and KSDD2, whose authors count any pixel > 0):
+foreground = raw value != 0, before any conversion.
 
-Conversions to one 8-bit channel, each reported as a repair because the raw file is not
-what the convention expects:
+Reductions to one 8-bit channel under ``threshold``, each reported as a repair because the raw
+file is not what the convention expects:
 
-* RGB: ITU-R 601 luma (Pillow's ``convert("L")``).
-* RGBA / LA: luma times alpha, so transparent pixels are background whatever their colour.
-* palette (P): the palette's colours, then luma.
+* RGB and palette (P): the brightest channel of each pixel's colour (``max(R, G, B)``), so an
+  annotation drawn in pure red, green or blue is foreground as a white one is. (Luma would make
+  pure red 76 and pure blue 29: background.) A grey colour (R = G = B) keeps its value.
+* RGBA / LA / PA: the same times alpha, so transparent pixels are background whatever their colour.
 * 16-bit (I;16, I): scaled to 8 bit by ``value * 255 / 65535`` before the threshold, so a
   16-bit 0/65535 mask and an 8-bit 0/255 mask give the same foreground.
 * 1-bit: 0/255 (not a repair: it is already binary).
+
+:func:`raw_summary` describes the stored values (how many are non-zero, the largest), which the
+prepare step uses to tell an empty mask from one drawn in another convention.
 """
 
 from __future__ import annotations
@@ -23,10 +28,23 @@ from PIL import Image
 THRESHOLD = 128
 CONVENTIONS = ("threshold", "nonzero")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+_ALPHA_MODES = ("RGBA", "LA", "PA")
 
 
 class MaskFormatError(ValueError):
     """A mask mode the normaliser cannot interpret (e.g. floating point)."""
+
+
+def _with_alpha(mask: Image.Image) -> tuple[Image.Image, np.ndarray | None]:
+    """(colour image without alpha, alpha as float 0..1 or None)."""
+    if mask.mode == "P" and "transparency" in mask.info:
+        mask = mask.convert("RGBA")
+    elif mask.mode == "PA":
+        mask = mask.convert("RGBA")
+    if mask.mode in ("RGBA", "LA"):
+        alpha = np.asarray(mask.getchannel("A"), dtype=np.float64) / 255.0
+        return mask.convert("RGB" if mask.mode == "RGBA" else "L"), alpha
+    return mask, None
 
 
 def _grey8(mask: Image.Image) -> tuple[np.ndarray, str | None]:
@@ -36,22 +54,24 @@ def _grey8(mask: Image.Image) -> tuple[np.ndarray, str | None]:
         return np.asarray(mask, dtype=np.uint8), None
     if mode == "1":
         return np.asarray(mask.convert("L"), dtype=np.uint8), None
-    if mode == "RGB":
-        return np.asarray(mask.convert("L"), dtype=np.uint8), "RGB mask converted to grey (luma)"
-    if mode in ("RGBA", "LA"):
-        grey = np.asarray(mask.convert("L"), dtype=np.float64)
-        alpha = np.asarray(mask.getchannel("A"), dtype=np.float64)
-        weighted = np.rint(grey * alpha / 255.0).astype(np.uint8)
-        return weighted, f"{mode} mask converted to grey (luma x alpha)"
-    if mode == "P":
-        grey = mask.convert("RGBA") if "transparency" in mask.info else mask.convert("RGB")
-        array, _ = _grey8(grey)
-        return array, "palette mask converted to grey via its palette"
     if mode in SIXTEEN_BIT_MODES:
         wide = np.asarray(mask, dtype=np.int64)
         scaled = np.rint(np.clip(wide, 0, 65535) * 255.0 / 65535.0).astype(np.uint8)
         return scaled, f"16-bit mask ({mode}) scaled to 8 bit"
-    raise MaskFormatError(f"mask mode {mode} is not supported")
+    if mode not in ("RGB", "P", *_ALPHA_MODES):
+        raise MaskFormatError(f"mask mode {mode} is not supported")
+    colour, alpha = _with_alpha(mask)
+    if colour.mode == "P":
+        colour = colour.convert("RGB")
+    values = np.asarray(colour, dtype=np.float64)
+    brightest = values.max(axis=2) if values.ndim == 3 else values
+    if alpha is not None:
+        brightest = brightest * alpha
+    what = {"RGB": "RGB", "P": "palette"}.get(mode, mode)
+    note = f"{what} mask reduced to its brightest channel" + (
+        " x alpha" if alpha is not None else ""
+    )
+    return np.rint(brightest).astype(np.uint8), note
 
 
 def _nonzero(mask: Image.Image) -> tuple[np.ndarray, str | None]:
@@ -80,3 +100,13 @@ def normalise_mask(mask: Image.Image, convention: str) -> tuple[np.ndarray, str 
     else:
         raise ValueError(f"unknown mask convention {convention!r}; use one of {CONVENTIONS}")
     return np.where(foreground, 255, 0).astype(np.uint8), note
+
+
+def raw_summary(mask: Image.Image) -> tuple[int, int]:
+    """``(pixels whose stored value is not 0, largest stored value)``: the palette index for
+    a palette mask, the largest channel for a colour one, the 16-bit value for a 16-bit one."""
+    values = np.asarray(mask)
+    if values.ndim == 3:
+        values = values[..., :3].max(axis=2) if values.shape[2] >= 3 else values[..., 0]
+    values = values.astype(np.int64)
+    return int(np.count_nonzero(values)), int(values.max(initial=0))

@@ -23,7 +23,7 @@ from spt.data.config import DataConfig, DatasetConfig
 from spt.data.inspect import Outcome, inspect_record
 from spt.data.issues import Issue
 from spt.data.manifest import MASKS_DIR, resolve_manifest_path, write_manifest
-from spt.data.readers import get_reader
+from spt.data.readers import ScanResult, get_reader
 from spt.data.records import ImageRecord
 from spt.data.report import DatasetReport, to_json
 from spt.data.roots import diagnose_root
@@ -36,7 +36,7 @@ MASKS = MASKS_DIR
 POOL_MIN_IMAGES = 64  # below this, starting worker processes costs more than it saves
 
 
-def _inspect_job(job: tuple[ImageRecord, str, Path]) -> Outcome:
+def _inspect_job(job: tuple[ImageRecord, str, Path, int]) -> Outcome:
     return inspect_record(*job)
 
 
@@ -101,6 +101,110 @@ def _drop_duplicate_ids(records: list[ImageRecord], report: DatasetReport) -> li
     return kept
 
 
+def mask_sanity(config: DatasetConfig, rows: list[dict], issues: list[Issue]) -> list[Issue]:
+    """Dataset-level warnings when the masks as a whole suggest another convention: none of
+    them has foreground, or most of them cover their whole image. One line each, at the root."""
+    kinds = Counter(issue.kind for issue in issues)
+    read = sum(1 for row in rows if row["mask_path"]) + kinds["empty_mask"]
+    read += kinds["mask_below_threshold"] + kinds["tiny_defect"]
+    root = config.root.as_posix()
+    rule = "> 128" if config.mask_convention == "threshold" else "!= 0"
+    found = []
+    unlabelled = kinds["empty_mask"] + kinds["mask_below_threshold"]
+    if read and unlabelled == read:
+        found.append(
+            Issue(
+                "warning",
+                "no_mask_foreground",
+                root,
+                f"none of the {read} masks has foreground at {rule} "
+                f"(mask_convention: {config.mask_convention})",
+                "check the masks' values; class-id or 0/1 masks need mask_convention: nonzero",
+            )
+        )
+    covering = kinds["mask_covers_image"]
+    if read and covering * 2 > read:
+        found.append(
+            Issue(
+                "warning",
+                "masks_cover_images",
+                root,
+                f"{covering} of {read} masks cover more than 99% of their image at {rule}",
+                "the background is probably not stored as 0: fix the masks, or use "
+                "mask_convention: threshold if it is 1",
+            )
+        )
+    return found
+
+
+def _covered(path: str, named: set[str]) -> bool:
+    """Is ``path`` or one of its folders in ``named``?"""
+    while True:
+        if path in named:
+            return True
+        parent = os.path.dirname(path)
+        if parent == path or not parent:
+            return False
+        path = parent
+
+
+def unread_entries(root: Path, scan: ScanResult, title: str) -> list[Issue]:
+    """Every file under ``root`` that the scan did not use or report: one ``not_read`` line per
+    file, or one per folder when nothing inside it was used (MVTec AD 2's private test sets, a
+    ``docs/`` folder). Hidden entries (``.DS_Store``, the synthetic twins' marker) are left out."""
+    top = os.path.normpath(root)
+    used = {
+        os.path.normpath(str(p)) for r in scan.records for p in (r.image_path, r.mask_path) if p
+    }
+    used |= {os.path.normpath(str(p)) for p in scan.accounted}
+    named = {os.path.normpath(issue.path) for issue in scan.issues}
+    unread: list[str] = []
+    has_used: set[str] = set()  # folders with a used file somewhere below them
+    for folder, dirs, files in os.walk(root):  # links to folders are not followed
+        folder = os.path.normpath(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(n for n in files if not n.startswith(".")):
+            path = os.path.join(folder, name)
+            if path in used:
+                probe = folder
+                while probe not in has_used and probe != os.path.dirname(probe):
+                    has_used.add(probe)
+                    if probe == top:
+                        break
+                    probe = os.path.dirname(probe)
+            elif not _covered(path, named):
+                unread.append(path)
+
+    def unused_folder(folder: str) -> str | None:
+        """The highest folder above ``folder`` (itself included, the root not) with no file used."""
+        if folder == top or folder in has_used:
+            return None
+        while os.path.dirname(folder) != top and os.path.dirname(folder) not in has_used:
+            folder = os.path.dirname(folder)
+        return folder
+
+    issues, folders = [], Counter()
+    for path in unread:
+        folder = unused_folder(os.path.dirname(path))
+        if folder is None:
+            issues.append(
+                Issue("ignored", "not_read", path, f"file not read by the {title} layout")
+            )
+        else:
+            folders[folder] += 1
+    for folder, count in sorted(folders.items()):
+        issues.append(
+            Issue(
+                "ignored",
+                "not_read",
+                folder,
+                f"folder not read by the {title} layout ({count} file{'s' if count != 1 else ''})",
+                "move it out of the dataset root if it holds data to use",
+            )
+        )
+    return issues
+
+
 def _report_leaks(rows: list[dict], report: DatasetReport) -> None:
     """Identical image bytes on both sides of the split would leak test pixels into training."""
     by_hash: dict[str, list[dict]] = defaultdict(list)
@@ -123,7 +227,7 @@ def _report_leaks(rows: list[dict], report: DatasetReport) -> None:
 
 
 def _run_jobs(
-    jobs: list[tuple[ImageRecord, str, Path]], executor: Executor | None, label: str
+    jobs: list[tuple[ImageRecord, str, Path, int]], executor: Executor | None, label: str
 ) -> Iterator[Outcome]:
     results: Iterable[Outcome]
     if executor is None or len(jobs) < POOL_MIN_IMAGES:
@@ -139,6 +243,7 @@ def prepare_dataset(
     seed: int,
     fraction: float,
     executor: Executor | None = None,
+    min_defect_pixels: int = 1,
 ) -> DatasetReport:
     start = time.perf_counter()
     reader = get_reader(config.layout)
@@ -164,7 +269,10 @@ def prepare_dataset(
         report.error = f"{config.root.as_posix()}: cannot list files ({exc}); check permissions"
     else:
         report.issues.extend(scan.issues)
-        _build_manifest(config, scan.records, out_dir, seed, fraction, executor, report)
+        report.issues.extend(unread_entries(config.root, scan, reader.title))
+        _build_manifest(
+            config, scan.records, out_dir, (seed, fraction, min_defect_pixels), executor, report
+        )
     report.seconds = time.perf_counter() - start
     write_text_atomically(out_dir / REPORT, to_json([report]))
     return report
@@ -174,16 +282,19 @@ def _build_manifest(
     config: DatasetConfig,
     records: list[ImageRecord],
     out_dir: Path,
-    seed: int,
-    fraction: float,
+    protocol: tuple[int, float, int],
     executor: Executor | None,
     report: DatasetReport,
 ) -> None:
-    """Inspect every record, split the usable ones and write the manifest."""
+    """Inspect every record, split the usable ones and write the manifest. ``protocol``:
+    (split seed, train fraction, minimum defect pixels)."""
+    seed, fraction, min_defect_pixels = protocol
     records = _drop_duplicate_ids(records, report)
-    jobs = [(r, config.mask_convention, out_dir) for r in records]
+    jobs = [(r, config.mask_convention, out_dir, min_defect_pixels) for r in records]
     rows = []
+    inspected: list[Issue] = []
     for outcome in _run_jobs(jobs, executor, config.name):
+        inspected.extend(outcome.issues)
         report.issues.extend(outcome.issues)
         report.count(outcome.record.category, outcome.defect_type, "found")
         if outcome.row is not None:
@@ -193,6 +304,7 @@ def _build_manifest(
         report.count(row["category"], row["defect_type"], "in_manifest")
         report.count(row["category"], row["defect_type"], row["split"])
     _report_leaks(rows, report)
+    report.issues.extend(mask_sanity(config, rows, inspected))
     if rows:
         report.manifest = (out_dir / MANIFEST).as_posix()
         write_manifest(pd.DataFrame(rows), out_dir / MANIFEST)
@@ -256,7 +368,12 @@ def prepare_all(
     try:
         return [
             prepare_dataset(
-                config.datasets[n], out_root, config.seed, config.train_fraction, executor
+                config.datasets[n],
+                out_root,
+                config.seed,
+                config.train_fraction,
+                executor,
+                config.min_defect_pixels,
             )
             for n in names
         ]

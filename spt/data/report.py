@@ -46,6 +46,24 @@ class DatasetReport:
             totals[issue.action] += 1
         return {key: totals[key] for key in sorted(totals)}
 
+    @classmethod
+    def from_dict(cls, entry: dict) -> DatasetReport:
+        """A report as :meth:`as_dict` (or a saved report.json entry) wrote it."""
+        return cls(
+            name=str(entry["dataset"]),
+            layout=str(entry["layout"]),
+            root=str(entry["root"]),
+            status=str(entry["status"]),
+            error=str(entry.get("error", "")),
+            seconds=float(entry.get("seconds", 0.0)),
+            manifest=str(entry.get("manifest", "")),
+            counts={
+                c: {t: {k: int(v) for k, v in cell.items()} for t, cell in types.items()}
+                for c, types in entry.get("counts", {}).items()
+            },
+            issues=[Issue(**issue) for issue in entry.get("issues", [])],
+        )
+
     def as_dict(self) -> dict:
         ordered = sorted(self.issues, key=lambda i: (ACTIONS.index(i.action), i.kind, i.path))
         return {

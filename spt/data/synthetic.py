@@ -9,7 +9,7 @@ Conventions reproduced: MVTec AD / MPDD ``ground_truth/<defect>/<stem>_mask.png`
 VisA ``.JPG`` images, class-id masks (1, 2) and ``split_csv/1cls.csv``; BTAD's per-product
 formats (01 bmp/png, 02 png/png, 03 bmp/bmp); KSDD2 ``<id>_GT.png`` beside every image, defect
 images on both sides of the publisher's split; MTD ``.jpg`` + same-stem non-binary ``.png``
-masks, including a faint MT_Uneven mask that is empty at > 128 (as 4 real ones are); the SPT
+masks, including an all-zero MT_Uneven mask on a defect image (as 4 real ones are); the SPT
 archive's ``<subset>/{train,test}/*.jpg`` + ``.png``; a folder of images + ``_mask`` masks.
 """
 
@@ -82,6 +82,11 @@ VISA_PRODUCTS = {
     "candle": Product("noise", True, {"1": "blob", "2": "stain"}, (96, 128)),
     "pcb1": Product("weave", True, {"1": "scratch", "2": "missing"}, (104, 136)),
 }
+# VisA's per-category image_anno.csv names each anomaly's defect; the twin's, per class id.
+VISA_LABELS = {
+    "candle": {"1": "extra wax", "2": "different colour spot"},
+    "pcb1": {"1": "scratch", "2": "missing"},
+}
 # BTAD products: (texture, rgb, image suffix, mask suffix, shape)
 BTAD_PRODUCTS = {
     "01": ("weave", True, ".bmp", ".png", (96, 96)),
@@ -150,16 +155,26 @@ def _write_mvtec(root: Path, seed: int, size: TwinSize, layout: str) -> None:
                 _save(base / "ground_truth" / defect_type / f"{i:03d}_mask.png", _binary(mask))
 
 
+def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
 def _write_visa(root: Path, seed: int, size: TwinSize) -> None:
     rows = []
     for category, product in VISA_PRODUCTS.items():
         data = root / category / "Data"
+        labels = []  # image_anno.csv: image, label, mask
         for i in range(size.normal_train + size.normal_test):
             image, _ = _sample(seed, f"visa/{category}/normal/{i}", product, None)
             path = data / "Images" / "Normal" / f"{i:04d}.JPG"
             _save(path, image)
             split = "train" if i < size.normal_train else "test"
             rows.append([category, split, "normal", path.relative_to(root).as_posix(), ""])
+            labels.append([path.relative_to(root).as_posix(), "normal", ""])
         number = 0
         for class_id, kind in product.defects.items():
             for _ in range(size.defects_per_type):
@@ -168,6 +183,13 @@ def _write_visa(root: Path, seed: int, size: TwinSize) -> None:
                 mask_path = data / "Masks" / "Anomaly" / f"{number:03d}.png"
                 _save(path, image)
                 _save(mask_path, np.where(mask, int(class_id), 0).astype(np.uint8))
+                labels.append(
+                    [
+                        path.relative_to(root).as_posix(),
+                        VISA_LABELS[category][class_id],
+                        mask_path.relative_to(root).as_posix(),
+                    ]
+                )
                 rows.append(
                     [
                         category,
@@ -178,12 +200,8 @@ def _write_visa(root: Path, seed: int, size: TwinSize) -> None:
                     ]
                 )
                 number += 1
-    split_csv = root / "split_csv" / "1cls.csv"
-    split_csv.parent.mkdir(parents=True, exist_ok=True)
-    with split_csv.open("w", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(["object", "split", "label", "image", "mask"])
-        writer.writerows(rows)
+        _write_csv(root / category / "image_anno.csv", ["image", "label", "mask"], labels)
+    _write_csv(root / "split_csv" / "1cls.csv", ["object", "split", "label", "image", "mask"], rows)
 
 
 def _write_btad(root: Path, seed: int, size: TwinSize) -> None:
@@ -234,7 +252,7 @@ def _write_mtd(root: Path, seed: int, size: TwinSize) -> None:
             if mask is None:
                 raw = np.zeros(shape, np.uint8)
             elif folder == "MT_Uneven" and i == 0:
-                raw = _soft_mask(mask, rng, peak=100)  # faint: empty at > 128, like 4 real ones
+                raw = np.zeros(shape, np.uint8)  # all zero on a defect image, like 4 real ones
             else:
                 raw = _soft_mask(mask, rng)
             _save(root / folder / "Imgs" / f"{stem}.jpg", image)

@@ -60,6 +60,7 @@ from spt.harness.records import (
     write_records,
 )
 from spt.harness.summary import write_summary
+from spt.sam.checkpoint import sha256_of
 
 DEFAULT_PREPARED_ROOT = Path("work/prepared")
 
@@ -228,6 +229,45 @@ def _checkpoint_identity(checkpoint: str | None) -> dict:
     }
 
 
+def weights_identity(config: EvaluationConfig) -> dict:
+    """What the numbers were computed with: the SAM checkpoint and the trained weights (path
+    and sha256 each, or None), SPT's official checkpoint when a param names one, and whether
+    the base SAM is a random initialisation (no checkpoint at all)."""
+
+    def described(path: str | None) -> dict | None:
+        if path is None:
+            return None
+        file = Path(path)
+        return {"path": file.as_posix(), "sha256": sha256_of(file) if file.is_file() else None}
+
+    official = config.method_params.get("official_checkpoint") or None
+    return {
+        "backbone": config.backbone,
+        "checkpoint": described(config.checkpoint),
+        "trained": described(config.trained),
+        "official_checkpoint": described(str(official)) if official else None,
+        "random_base": config.checkpoint is None and official is None,
+    }
+
+
+def weights_line(weights: dict) -> str:
+    """One line for summary.md: which weights the numbers measure."""
+
+    def named(entry: dict) -> str:
+        digest = entry["sha256"][:12] if entry.get("sha256") else "file missing"
+        return f"`{entry['path']}` (sha256 {digest})"
+
+    if weights.get("official_checkpoint"):
+        base = f"SPT's official checkpoint {named(weights['official_checkpoint'])}"
+    elif weights.get("random_base"):
+        base = f"a RANDOMLY INITIALISED {weights['backbone']} SAM (no checkpoint)"
+    else:
+        base = f"SAM {weights['backbone']} from {named(weights['checkpoint'])}"
+    if weights.get("trained"):
+        return f"Weights: {base}, with the trained weights {named(weights['trained'])}"
+    return f"Weights: {base}"
+
+
 def record_code_digest(method: str) -> str:
     """sha256 of the source of this module, everything it imports, and the module defining
     ``method`` with everything that imports (:func:`spt.codegraph.source_digest`): prompts,
@@ -285,6 +325,14 @@ def _plans(config: EvaluationConfig) -> list:
 
 def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
     code = record_code_digest(config.method)
+    weights = weights_identity(config)
+    if weights["random_base"]:
+        print(
+            f"warning: evaluating {config.method} on a randomly initialised {config.backbone} "
+            "SAM (no checkpoint): the numbers measure no pretrained model; set "
+            "pipeline.sam_checkpoint or pass --checkpoint",
+            file=sys.stderr,
+        )
 
     records_path = config.out_dir / "records.parquet"
     run_numerics = numerics.describe(config.device)
@@ -353,8 +401,13 @@ def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
 
     merged = pa.concat_tables([cached[p][0] if p in cached else _read_part(p) for p in part_files])
     merged_numerics = _merged_numerics(run_numerics, part_files)
-    write_records(merged, records_path, merged_numerics)
-    write_summary(merged.to_pandas(), config.out_dir, numerics.summary_line(merged_numerics))
+    write_records(merged, records_path, merged_numerics, weights)
+    write_summary(
+        merged.to_pandas(),
+        config.out_dir,
+        numerics.summary_line(merged_numerics),
+        weights_line(weights),
+    )
     examples: dict[str, np.ndarray] = {}
     for part in part_files:
         if part in cached:

@@ -88,15 +88,40 @@ def write_output(path: Path, write) -> None:
 
 
 NUMERICS_KEY = b"spt_numerics"
+WEIGHTS_KEY = b"spt_weights"
 
 
-def write_records(table: pa.Table, path: str | Path, numerics: dict | None = None) -> None:
+def write_records(
+    table: pa.Table,
+    path: str | Path,
+    numerics: dict | None = None,
+    weights: dict | None = None,
+) -> None:
     """Write a records table as parquet, atomically. ``numerics`` (:func:`spt.numerics.describe`
-    of the run) goes into the file's schema metadata; :func:`read_numerics` reads it back."""
+    of the run) and ``weights`` (the checkpoint files and their sha256,
+    :func:`spt.harness.evaluate.weights_identity`) go into the file's schema metadata;
+    :func:`read_numerics` and :func:`read_weights` read them back."""
+    metadata = dict(table.schema.metadata or {})
     if numerics is not None:
-        metadata = {**(table.schema.metadata or {}), NUMERICS_KEY: json.dumps(numerics).encode()}
+        metadata[NUMERICS_KEY] = json.dumps(numerics).encode()
+    if weights is not None:
+        metadata[WEIGHTS_KEY] = json.dumps(weights, sort_keys=True).encode()
+    if metadata:
         table = table.replace_schema_metadata(metadata)
     write_output(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
+def read_weights(path: str | Path) -> dict | None:
+    """The weights a records file was computed with (checkpoint paths, sha256, whether the
+    base SAM was randomly initialised); None for a file written without them."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(WEIGHTS_KEY)
+        value = None if raw is None else json.loads(raw)
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise SuiteError(
+            f"{path}: unreadable records metadata ({exc}); rerun `spt evaluate`"
+        ) from None
+    return value if isinstance(value, dict) else None
 
 
 def read_numerics(path: str | Path) -> dict | None:

@@ -66,14 +66,20 @@ def _markdown_table(frame: pd.DataFrame) -> str:
 
 
 def write_summary(
-    records: pd.DataFrame, folder: str | Path, numerics_line: str | None = None
+    records: pd.DataFrame,
+    folder: str | Path,
+    numerics_line: str | None = None,
+    weights_line: str | None = None,
 ) -> pd.DataFrame:
     """Write ``summary.csv`` and ``summary.md`` into ``folder`` atomically; return the table.
-    ``numerics_line`` (:func:`spt.numerics.summary_line`) heads summary.md."""
+    ``numerics_line`` (:func:`spt.numerics.summary_line`) and ``weights_line`` (which
+    checkpoint, :func:`spt.harness.evaluate.weights_line`) head summary.md."""
     folder = Path(folder)
     summary = summarise(records)
     write_output(folder / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
     text = summary_markdown(summary)
+    if weights_line:
+        text = f"{weights_line}.\n\n{text}"
     if numerics_line:
         text = f"Numbers {numerics_line}.\n\n{text}"
     write_output(folder / "summary.md", lambda tmp: Path(tmp).write_text(text))

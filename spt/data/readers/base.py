@@ -19,6 +19,9 @@ class ScanResult:
 
     records: list[ImageRecord] = field(default_factory=list)
     issues: list[Issue] = field(default_factory=list)
+    # Files the reader read besides images and masks (split or label tables), or set aside on
+    # purpose and reported itself: the prepare report lists every other file as not read.
+    accounted: list[Path] = field(default_factory=list)
 
 
 class LayoutReader(ABC):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from spt.data.issues import Issue
 from spt.data.readers.base import (
     LayoutReader,
     ScanResult,
@@ -67,7 +68,21 @@ class MTDReader(LayoutReader):
                 result.records.append(
                     ImageRecord(dataset, class_dir.name, defect_type, image_id, path, mask, None)
                 )
+            normal_masks = []
             for path in files:
                 if path.suffix.lower() == MASK_SUFFIX and path.stem not in image_stems:
                     result.issues.append(orphan_mask_issue(path))
+                elif normal and path.suffix.lower() == MASK_SUFFIX:
+                    normal_masks.append(path)
+            if normal_masks:
+                result.accounted.extend(normal_masks)
+                result.issues.append(
+                    Issue(
+                        "ignored",
+                        "normal_masks",
+                        str(folder),
+                        f"{len(normal_masks)} masks of normal images not read (MTD ships an "
+                        "all-background mask beside each MT_Free image)",
+                    )
+                )
         return result

@@ -3,11 +3,21 @@
 ``<root>/split_csv/1cls.csv`` (columns ``object,split,label,image,mask``, paths relative to root).
 
 Raw masks hold small class ids, not 0/255; the normaliser binarises them with ``!= 0``.
+Defect types come from each category's ``<root>/<category>/image_anno.csv`` (columns
+``image,label,mask``; ``label`` is ``normal`` or the defect names, comma-separated when an image
+has several): names are lower-cased with spaces as ``_`` and several joined by ``+`` in name
+order (``"melt, scratch"`` -> ``melt+scratch``). Without that file the type is ``anomaly``,
+with a warning.
+
+Licence CC BY 4.0. Citation: Y. Zou, J. Jeong, L. Pemula, D. Zhang, O. Dabeer,
+"SPot-the-Difference Self-Supervised Pre-training for Anomaly Detection and Segmentation",
+ECCV 2022.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +34,16 @@ from spt.errors import SuiteError
 
 SPLIT_CSV = Path("split_csv") / "1cls.csv"
 CSV_COLUMNS = ("object", "split", "label", "image", "mask")
-ANOMALY = "anomaly"  # VisA names no defect types; every anomalous image gets this one
+ANNO_CSV = "image_anno.csv"
+ANNO_COLUMNS = ("image", "label")
+ANOMALY = "anomaly"  # the defect type when a category's image_anno.csv is missing
+
+
+def defect_type_of(label: str) -> str:
+    """``"melt, scratch"`` -> ``melt+scratch``: each name lower-cased, runs of spaces as one
+    ``_``, several names joined by ``+`` in sorted order (so the order written does not matter)."""
+    names = {re.sub(r"\s+", "_", part.strip().lower()) for part in label.split(",")}
+    return "+".join(sorted(n for n in names if n)) or ANOMALY
 
 
 class VisAReader(LayoutReader):
@@ -48,6 +67,7 @@ class VisAReader(LayoutReader):
             if not images_dir.is_dir():
                 continue
             masks = MasksByStem(category_dir / "Data" / "Masks" / "Anomaly", ".png", result)
+            labels = self._read_image_anno(category_dir / ANNO_CSV, result)
             for folder, defect_type in (("Normal", NORMAL), ("Anomaly", ANOMALY)):
                 for path in image_files(images_dir / folder, result.issues):
                     relative = path.relative_to(root).as_posix()
@@ -70,10 +90,11 @@ class VisAReader(LayoutReader):
                         if mask is None:
                             continue
                     image_id = make_image_id(dataset, root, path)
+                    kind = defect_type
+                    if defect_type != NORMAL and labels is not None:
+                        kind = self._labelled_type(path, relative, labels, result)
                     result.records.append(
-                        ImageRecord(
-                            dataset, category_dir.name, defect_type, image_id, path, mask, split
-                        )
+                        ImageRecord(dataset, category_dir.name, kind, image_id, path, mask, split)
                     )
             masks.report_unused(result)
         for relative in sorted(set(listed or ()) - seen):
@@ -88,6 +109,57 @@ class VisAReader(LayoutReader):
             )
         return result
 
+    def _labelled_type(
+        self, path: Path, relative: str, labels: dict[str, str], result: ScanResult
+    ) -> str:
+        label = labels.get(relative)
+        if label is None or label.strip().lower() == "normal":
+            said = "not listed" if label is None else "labelled normal"
+            result.issues.append(
+                Issue(
+                    "warning",
+                    "unlabelled_anomaly",
+                    str(path),
+                    f"anomaly image {said} in {path.parents[3].name}/{ANNO_CSV}; defect type "
+                    f"{ANOMALY!r}",
+                    f"restore the publisher's {ANNO_CSV}",
+                )
+            )
+            return ANOMALY
+        return defect_type_of(label)
+
+    def _read_image_anno(self, path: Path, result: ScanResult) -> dict[str, str] | None:
+        """``image path -> label`` from a category's image_anno.csv, or None (with a warning)."""
+        if not path.is_file():
+            result.issues.append(
+                Issue(
+                    "warning",
+                    "missing_image_anno",
+                    str(path),
+                    f"defect labels not found; this category's anomalies get type {ANOMALY!r}",
+                    f"restore {path.parent.name}/{ANNO_CSV} from the VisA archive",
+                )
+            )
+            return None
+        result.accounted.append(path)
+        fix = f"restore the publisher's {path.parent.name}/{ANNO_CSV}"
+        try:
+            with path.open(newline="") as handle:
+                reader = csv.DictReader(handle)
+                header = tuple(reader.fieldnames or ())
+                if not set(ANNO_COLUMNS) <= set(header):
+                    raise SuiteError(
+                        f"{path}: header {','.join(header)!r} lacks columns "
+                        f"{','.join(ANNO_COLUMNS)}; {fix}"
+                    )
+                return {
+                    (row["image"] or "").strip(): row["label"] or ""
+                    for row in reader
+                    if row["image"]
+                }
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise SuiteError(f"{path}: unreadable CSV ({exc}); {fix}") from None
+
     def _read_split_csv(self, path: Path, result: ScanResult) -> dict[str, str] | None:
         """``image path -> split`` from 1cls.csv, or None (with a report entry) when absent."""
         if not path.is_file():
@@ -101,6 +173,7 @@ class VisAReader(LayoutReader):
                 )
             )
             return None
+        result.accounted.append(path)
         try:
             with path.open(newline="") as handle:
                 reader = csv.DictReader(handle)
