@@ -142,7 +142,7 @@ def test_synthetic_pipeline_runs_anywhere(tmp_path, capsys):
         assert manifest.image_id.str.startswith(f"{layout}_twin/").all(), layout
         assert {"train", "test"} <= set(manifest.split), layout
         assert (manifest.label == "defect").any(), layout
-    assert "prepared 8 dataset(s)" in capsys.readouterr().out
+    assert f"prepared {len(TWIN_LAYOUTS)} dataset(s)" in capsys.readouterr().out
 
 
 def test_synth_command_writes_every_layout(tmp_path, capsys):

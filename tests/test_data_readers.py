@@ -41,6 +41,7 @@ def _scan(twins: Path, layout: str):
 def test_registry_covers_every_layout():
     assert set(READERS) == {
         "mvtec",
+        "mvtec_ad2",
         "visa",
         "mpdd",
         "btad",
@@ -174,6 +175,8 @@ def test_every_twin_is_recognised_only_by_its_own_layout(twins):
             if other.layout
             not in ("folder", layout, {"mvtec": "mpdd", "mpdd": "mvtec"}.get(layout))
             and other.looks_like(twins / layout)
+            # MVTec AD's signature (train/good) also fits an AD 2 root, which its scan refuses
+            and other.superseded_by(twins / layout) != layout
         ]
         assert others == [], f"{layout} twin also looks like {others}"
 

@@ -8,7 +8,11 @@ from spt.data.readers.base import sorted_dirs
 
 
 def diagnose_root(config: DatasetConfig) -> str | None:
-    """None when the root holds the configured layout, else a one-line message with the fix."""
+    """None when the root holds the configured layout, else a one-line message with the fix.
+
+    A root the configured reader's signature accepts but that really holds a stricter layout
+    (:meth:`LayoutReader.superseded_by`: MVTec AD 2 under layout mvtec) passes here, so the
+    reader's own refusal, which names the layout to set, is the message the user sees."""
     reader = get_reader(config.layout)
     root = config.root
     if config.layout == "folder" or reader.looks_like(root):
@@ -20,6 +24,7 @@ def diagnose_root(config: DatasetConfig) -> str | None:
         if other.layout not in ("folder", config.layout)
         and type(other).looks_like is not type(reader).looks_like
         and other.looks_like(root)
+        and other.superseded_by(root) is None  # the stricter layout is named instead
     ]
     if others:
         names = " or ".join(f"{o.title} (layout {o.layout})" for o in others)

@@ -6,6 +6,8 @@ Each twin is a pure function of (seed, sizes): rerunning writes byte-identical f
 per category (:class:`TwinSize`) to get a small training set.
 
 Conventions reproduced: MVTec AD / MPDD ``ground_truth/<defect>/<stem>_mask.png`` (0/255);
+MVTec AD 2's ``train/good``, ``validation/good``, ``test_public/{good,bad}`` with
+``test_public/ground_truth/bad/<stem>_mask.png`` and unlabelled ``test_private*/`` images;
 VisA ``.JPG`` images, class-id masks (1, 2) and ``split_csv/1cls.csv``; BTAD's per-product
 formats (01 bmp/png, 02 png/png, 03 bmp/bmp); KSDD2 ``<id>_GT.png`` beside every image, defect
 images on both sides of the publisher's split; MTD ``.jpg`` + same-stem non-binary ``.png``
@@ -31,7 +33,19 @@ from spt.data.synthetic_draw import apply_defect, colourise, defect_mask, textur
 from spt.errors import SuiteError
 
 MARKER = ".spt_synthetic"  # written in every twin root; only such folders are ever replaced
-TWIN_LAYOUTS = ("mvtec", "visa", "mpdd", "btad", "ksdd2", "mtd", "spt_archive", "folder")
+# New layouts go at the end: the twins are written in this order and earlier ones feed a
+# committed metric reference.
+TWIN_LAYOUTS = (
+    "mvtec",
+    "visa",
+    "mpdd",
+    "btad",
+    "ksdd2",
+    "mtd",
+    "spt_archive",
+    "folder",
+    "mvtec_ad2",
+)
 FOLDER_OPTIONS = {"images": "images", "masks": "masks", "mask_suffix": "_mask"}
 
 
@@ -77,6 +91,11 @@ MPDD_PRODUCTS = {
         "grain", True, {"major_rust": "stain", "scratches": "scratch"}, (96, 96)
     ),
     "tubes": Product("stripes", True, {"anomalous": "crack"}, (72, 144)),
+}
+# MVTec AD 2 names no defect types: every public defect image is "bad".
+MVTEC_AD2_PRODUCTS = {
+    "can": Product("grain", True, {"bad": "scratch"}, (80, 120)),
+    "walnuts": Product("noise", True, {"bad": "blob"}, (96, 96)),
 }
 VISA_PRODUCTS = {
     "candle": Product("noise", True, {"1": "blob", "2": "stain"}, (96, 128)),
@@ -153,6 +172,37 @@ def _write_mvtec(root: Path, seed: int, size: TwinSize, layout: str) -> None:
                 image, mask = _sample(seed, f"{layout}/{category}/{defect_type}/{i}", product, kind)
                 _save(base / "test" / defect_type / f"{i:03d}.png", image)
                 _save(base / "ground_truth" / defect_type / f"{i:03d}_mask.png", _binary(mask))
+
+
+def _write_mvtec_ad2(root: Path, seed: int, size: TwinSize) -> None:
+    """Real names are ``<number>_<lighting>.png`` (``000_regular.png``); the twin uses the
+    ``regular`` lighting throughout. The private test sets get images but, as shipped, no masks:
+    every other one is defective, so only the missing ground truth keeps them out of a manifest."""
+    for category, product in MVTEC_AD2_PRODUCTS.items():
+        base = root / category
+        ((defect_type, kind),) = product.defects.items()
+        normals = (
+            ("train/good", size.normal_train),
+            ("validation/good", size.normal_test),
+            ("test_public/good", size.normal_test),
+        )
+        for folder, count in normals:
+            for i in range(count):
+                image, _ = _sample(seed, f"mvtec_ad2/{category}/{folder}/{i}", product, None)
+                _save(base / folder / f"{i:03d}_regular.png", image)
+        for i in range(size.defects_per_type):
+            image, mask = _sample(seed, f"mvtec_ad2/{category}/{defect_type}/{i}", product, kind)
+            name = f"{i:03d}_regular"
+            _save(base / "test_public" / defect_type / f"{name}.png", image)
+            _save(
+                base / "test_public" / "ground_truth" / defect_type / f"{name}_mask.png",
+                _binary(mask),
+            )
+        for folder in ("test_private", "test_private_mixed"):
+            for i in range(size.normal_test + 1):
+                drawn = kind if i % 2 else None
+                image, _ = _sample(seed, f"mvtec_ad2/{category}/{folder}/{i}", product, drawn)
+                _save(base / folder / f"{i:03d}_regular.png", image)
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[str]]) -> None:
@@ -312,6 +362,7 @@ def write_twin(layout: str, root: Path, seed: int = 0, size: TwinSize = TwinSize
             "mtd": _write_mtd,
             "spt_archive": _write_spt_archive,
             "folder": _write_folder,
+            "mvtec_ad2": _write_mvtec_ad2,
         }[layout]
         writer(root, seed, size)
     written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())

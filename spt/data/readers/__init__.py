@@ -8,6 +8,7 @@ from spt.data.readers.folder import FolderReader
 from spt.data.readers.ksdd2 import KSDD2Reader
 from spt.data.readers.mtd import MTDReader
 from spt.data.readers.mvtec import MPDDReader, MVTecReader
+from spt.data.readers.mvtec_ad2 import MVTecAD2Reader
 from spt.data.readers.spt_archive import SPTArchiveReader
 from spt.data.readers.visa import VisAReader
 from spt.errors import SuiteError
@@ -16,6 +17,7 @@ READERS: dict[str, LayoutReader] = {
     reader.layout: reader
     for reader in (
         MVTecReader(),
+        MVTecAD2Reader(),
         VisAReader(),
         MPDDReader(),
         BTADReader(),

@@ -44,6 +44,12 @@ class LayoutReader(ABC):
     def scan(self, dataset: str, root: Path, options: dict[str, Any]) -> ScanResult:
         """List every image under ``root`` as a record, in a file-system-independent order."""
 
+    def superseded_by(self, root: Path) -> str | None:
+        """The layout ``root`` really holds when it also passes this reader's cheap signature
+        (an MVTec AD 2 root has MVTec AD's ``train/good``), else None. :meth:`scan` refuses such
+        a root with a pointer to that layout, and wrong-root hints name only that layout."""
+        return None
+
 
 def sorted_dirs(folder: Path) -> list[Path]:
     """Sub-folders by name: never rely on the file system's listing order."""

@@ -2,6 +2,10 @@
 
 ``<root>/<category>/train/good/*.png``, ``<root>/<category>/test/<defect or good>/*.png`` and
 masks ``<root>/<category>/ground_truth/<defect>/<stem>_mask.png``.
+
+An MVTec AD 2 root also has ``<category>/train/good`` but keeps its test images in
+``test_public/`` and ``test_private*/``: read as MVTec AD it would yield normal images and no
+defect image, so :meth:`MVTecReader.scan` refuses it and names the ``mvtec_ad2`` layout.
 """
 
 from __future__ import annotations
@@ -23,8 +27,20 @@ from spt.data.readers.base import (
     stray_folder_issue,
 )
 from spt.data.records import NORMAL, ImageRecord, make_image_id
+from spt.errors import SuiteError
 
 MASK_SUFFIX = "_mask"
+AD2_PUBLIC = "test_public"
+AD2_PRIVATE_PREFIX = "test_private"  # test_private/, test_private_mixed/
+
+
+def mvtec_ad2_folder(category_dir: Path) -> str | None:
+    """A folder of ``category_dir`` that only MVTec AD 2 ships: ``test_public`` when there,
+    else the first ``test_private*``; None when there is neither."""
+    if (category_dir / AD2_PUBLIC).is_dir():
+        return AD2_PUBLIC
+    private = [d.name for d in sorted_dirs(category_dir) if d.name.startswith(AD2_PRIVATE_PREFIX)]
+    return private[0] if private else None
 
 
 class MVTecReader(LayoutReader):
@@ -39,6 +55,7 @@ class MVTecReader(LayoutReader):
         )
 
     def scan(self, dataset: str, root: Path, options: dict[str, Any]) -> ScanResult:
+        self._refuse_mvtec_ad2(dataset, root)
         result = ScanResult()
         for category_dir in sorted_dirs(root):
             if not ((category_dir / "train").is_dir() or (category_dir / "test").is_dir()):
@@ -49,6 +66,27 @@ class MVTecReader(LayoutReader):
                     self._scan_type_dir(dataset, root, category_dir, split, type_dir, result)
             self._report_orphan_masks(category_dir, result)
         return result
+
+    def superseded_by(self, root: Path) -> str | None:
+        return "mvtec_ad2" if self._mvtec_ad2_evidence(root) else None
+
+    def _mvtec_ad2_evidence(self, root: Path) -> str | None:
+        """``<category>/<folder>`` of the first category holding a folder only MVTec AD 2 ships."""
+        for category_dir in sorted_dirs(root):
+            folder = mvtec_ad2_folder(category_dir)
+            if folder is not None:
+                return f"{category_dir.name}/{folder}"
+        return None
+
+    def _refuse_mvtec_ad2(self, dataset: str, root: Path) -> None:
+        """An MVTec AD 2 root read as this layout would lose every defect image without a
+        word (they are under test_public/, not test/): stop and name the right layout."""
+        evidence = self._mvtec_ad2_evidence(root)
+        if evidence is not None:
+            raise SuiteError(
+                f"{root}: this is an MVTec AD 2 root ({evidence}); "
+                f"set layout: mvtec_ad2 for data.datasets.{dataset}"
+            )
 
     def _scan_type_dir(
         self,
