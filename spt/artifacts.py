@@ -25,6 +25,7 @@ import contextlib
 import hashlib
 import io
 import os
+import shutil
 import struct
 import tempfile
 import zipfile
@@ -48,9 +49,17 @@ def usual_mode() -> int:
     return 0o666 & ~mask
 
 
+def _flush_to_disk(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Create ``path``'s folder, call ``write(temp_path)``, then rename the temp file onto
-    ``path`` with :func:`usual_mode`; on any error (or a kill between the two) the target is
+    """Create ``path``'s folder, call ``write(temp_path)``, flush it to disk (fsync), then rename
+    the temp file onto ``path`` with :func:`usual_mode`; on any error (or a kill between the two) the target is
     unchanged and the temp file removed. A folder that cannot be created or written to is a
     one-line SuiteError naming the file."""
     path = Path(path)
@@ -66,10 +75,20 @@ def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
     try:
         write(tmp)
         os.chmod(tmp, usual_mode())
+        _flush_to_disk(tmp)  # the rename must not reach the disk before the bytes do
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish_folder(staging: Path, target: Path) -> None:
+    """Rename the fully written folder ``staging`` onto ``target`` (a sibling), removing what
+    was at ``target`` first: readers see the old folder or the new one, never half of one.
+    The caller checks that ``target`` holds nothing it may not remove."""
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(staging, target)
 
 
 @contextlib.contextmanager

@@ -104,6 +104,7 @@ def write_dataset(
                 "mask_pixels": int((mask > 0).sum()) if label == "defect" else 0,
                 "image_sha256": "",
                 "mask_sha256": "",
+                "prepared_mask_sha256": "",
             }
         )
     manifest = folder / "manifest.csv"

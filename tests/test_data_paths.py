@@ -160,6 +160,7 @@ def test_duplicate_image_ids_are_refused(tmp_path):
         "mask_pixels": 1,
         "image_sha256": "x",
         "mask_sha256": "y",
+        "prepared_mask_sha256": "",
     }
     path = tmp_path / "manifest.csv"
     pd.DataFrame(rows).to_csv(path, index=False)

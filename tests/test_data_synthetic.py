@@ -221,3 +221,28 @@ def test_rewriting_a_twin_never_deletes_a_file_it_did_not_write(tmp_path):
     with pytest.raises(SuiteError, match=r"did not write \(e.g. MT_Blowhole/my_notes.txt\)"):
         write_twin("mtd", root, seed=1, size=SIZE)
     assert notes.read_text() == "mine" and len(_files(root)) == len(first) + 1
+
+
+def test_a_synth_killed_part_way_leaves_the_earlier_twin_and_reruns(tmp_path, monkeypatch):
+    """The twin is written beside its folder and renamed into place: a run stopped part way
+    (an exception here, a SIGKILL in life) leaves the earlier twin as it was, and the next run
+    clears the unfinished copy itself."""
+    import spt.data.synthetic as synthetic
+
+    root = tmp_path / "mtd"
+    write_twin("mtd", root, seed=1, size=TwinSize(1, 1, 2))
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+    def dies_part_way(folder, seed, size):
+        synthetic._save(folder / "MT_Free" / "Imgs" / "x.jpg", np.zeros((8, 8), np.uint8))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synthetic, "_write_mtd", dies_part_way)
+    with pytest.raises(KeyboardInterrupt):
+        write_twin("mtd", root, seed=2, size=TwinSize(1, 1, 2))
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+    assert (tmp_path / ".mtd.partial").is_dir()
+    monkeypatch.undo()
+    write_twin("mtd", root, seed=2, size=TwinSize(1, 1, 2))
+    assert not (tmp_path / ".mtd.partial").exists()
+    assert "seed 2" in (root / MARKER).read_text()

@@ -111,6 +111,7 @@ def write_prepared(root: Path) -> None:
                     "mask_pixels": int((mask > 0).sum()),
                     "image_sha256": "x",
                     "mask_sha256": "y",
+                    "prepared_mask_sha256": "",
                 }
             )
         write_manifest(pd.DataFrame(rows), folder / "manifest.csv")

@@ -16,6 +16,8 @@ from spt.reports.tables import (
     INVALID_COLUMN,
     NO_PROMPT_COLUMN,
     PARAMS_COLUMN,
+    defect_type_markdown,
+    defect_type_table,
     metric_tables,
     significance_json,
     significance_markdown,
@@ -291,3 +293,37 @@ def test_significance_markdown_lists_every_comparison():
     bare = table.copy()
     bare.attrs = {}
     assert "| visa | sam |" in significance_markdown(bare)
+
+
+def test_defect_type_table_against_hand_means():
+    """Two seeds, two types on one dataset, one type on another (left out): each cell is the
+    mean over the type's images per seed, then over seeds, computed here by hand."""
+    rows = []
+    values = {  # (method, seed, type) -> IoUs of that type's images
+        ("sam", 0, "crack"): [0.2, 0.4],
+        ("sam", 1, "crack"): [0.6, 0.6],
+        ("sam", 0, "melt+scratch"): [0.9],
+        ("sam", 1, "melt+scratch"): [0.5],
+        ("spt", 0, "crack"): [0.5, 0.7],
+        ("spt", 1, "crack"): [0.7, 0.7],
+    }
+    for (method, seed, defect_type), ious in values.items():
+        for index, iou in enumerate(ious):
+            row = record(method, "final", "visa", f"{defect_type}{index}", iou, iou, seed=seed)
+            rows.append(row | {"defect_type": defect_type})
+    rows.append(record("sam", "final", "visa", "x", 0.0, 0.0, prompt_mode="points-1"))
+    rows.append(record("sam", "final", "visa", "y", np.nan, np.nan, status="no_prompt"))
+    rows.append(record("sam", "final", "mtd", 0, 0.3, 0.3))  # one type only: no rows
+    table = defect_type_table(
+        pd.DataFrame(rows, columns=RECORD_COLUMNS), "box", method_order=["spt", "sam"]
+    )
+    assert list(table.columns) == ["images", "spt", "sam"]
+    assert list(table.index) == [("visa", "crack"), ("visa", "melt+scratch")]
+    assert table.loc[("visa", "crack"), "images"] == 2
+    assert table.loc[("visa", "crack"), "sam"] == pytest.approx(((0.2 + 0.4) / 2 + 0.6) / 2)
+    assert table.loc[("visa", "crack"), "spt"] == pytest.approx((0.6 + 0.7) / 2)
+    assert table.loc[("visa", "melt+scratch"), "sam"] == pytest.approx(0.7)
+    assert np.isnan(table.loc[("visa", "melt+scratch"), "spt"])
+    text = defect_type_markdown(table, "title")
+    assert "| visa | crack | 2 | **0.650** | 0.450 |" in text
+    assert "| visa | melt+scratch | 1 | – | **0.700** |" in text

@@ -41,6 +41,12 @@ def _train_args(prepared, out, *extra):
     ]  # fmt: skip
 
 
+def _without_random_weights_warning(err: str) -> str:
+    """stderr less the warning every evaluation of the untrained tiny SAM gives."""
+    lines = [line for line in err.splitlines() if "randomly initialised" not in line]
+    return "".join(line + "\n" for line in lines)
+
+
 def _trained(out) -> dict:
     return torch.load(out / "spt" / "tiny" / "trained.pt", weights_only=True)
 
@@ -158,7 +164,7 @@ def test_an_image_changed_since_prepare_is_refused(synthetic_prepared, tmp_path,
         "--prompt-modes", "box", "--no-progress",
     ]  # fmt: skip
     assert main(args) == 2
-    err = capsys.readouterr().err
+    err = _without_random_weights_warning(capsys.readouterr().err)
     assert err.count("\n") == 1 and "changed since `spt prepare`" in err and str(target) in err
     # training checks each image once, when it screens the rows
     train_row = manifest.index[(manifest["split"] == "train") & (manifest["label"] == "defect")][0]
@@ -170,11 +176,53 @@ def test_an_image_changed_since_prepare_is_refused(synthetic_prepared, tmp_path,
         TrainingSet(training_rows(prepared, ["mtd_twin"]), get_spec("tiny"), SampleOptions())
 
 
+def test_a_prepared_mask_changed_since_prepare_is_refused(synthetic_prepared, tmp_path, capsys):
+    """The normalised masks have their own sha256 in the manifest: an edited mask is refused by
+    evaluation and by training, not scored or trained on."""
+    import shutil
+
+    from PIL import Image
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(synthetic_prepared, prepared)
+    manifest = pd.read_csv(prepared / "mtd_twin" / "manifest.csv", keep_default_na=False)
+    defects = manifest[manifest["label"] == "defect"]
+    assert (defects["prepared_mask_sha256"].str.len() == 64).all()
+    for split in ("test", "train"):
+        mask = prepared / "mtd_twin" / defects[defects["split"] == split]["mask_path"].iloc[0]
+        pixels = np.asarray(Image.open(mask)).copy()
+        pixels[: pixels.shape[0] // 2] = 255  # still a valid 0/255 mask, of another defect
+        Image.fromarray(pixels).save(mask)
+    args = [
+        "evaluate", "--params", _empty_params(tmp_path), "--method", "zero_shot",
+        "--datasets", "mtd_twin", "--prepared-root", str(prepared), "--out", str(tmp_path / "ev"),
+        "--prompt-modes", "box", "--no-progress",
+    ]  # fmt: skip
+    assert main(args) == 2
+    err = _without_random_weights_warning(capsys.readouterr().err)
+    assert err.count("\n") == 1 and "mask changed since `spt prepare`" in err
+    with pytest.raises(SuiteError, match="mask changed since `spt prepare`"):
+        TrainingSet(training_rows(prepared, ["mtd_twin"]), get_spec("tiny"), SampleOptions())
+
+
 def test_existing_run_needs_resume_or_restart(synthetic_prepared, tmp_path, capsys):
     assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1")) == 0
     assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1")) == 2
     assert "--resume" in capsys.readouterr().err
     assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1", "--restart")) == 0
+
+
+def test_a_second_training_into_the_same_folder_is_one_line(synthetic_prepared, tmp_path, capsys):
+    from spt.artifacts import folder_lock
+
+    folder = tmp_path / "spt" / "tiny"
+    with folder_lock(folder, "train"):  # as a first `spt train` holds it while it runs
+        assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1")) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "`spt train (pid" in err[0] and "is writing here" in err[0]
+    assert not (folder / "trained.pt").exists()
+    assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1")) == 0
+    assert not (folder / ".lock").exists()
 
 
 def test_a_restart_killed_before_it_ends_leaves_no_earlier_trained_file(

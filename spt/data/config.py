@@ -66,6 +66,12 @@ def _dataset(name: str, spec: Any, raw_root: Path, where: str) -> DatasetConfig:
                 f"{where}.{name}.{key} must be a string (quote it), got {shown(spec[key])}; "
                 "fix the file"
             )
+    for key, choices in reader.option_choices.items():
+        if key in spec and spec[key] not in choices:
+            raise SuiteError(
+                f"{where}.{name}.{key}: {shown(spec[key])} is not one of {', '.join(choices)}; "
+                "fix the file"
+            )
     convention = str(spec.get("mask_convention", NATIVE_CONVENTION.get(reader.layout, "threshold")))
     if convention not in CONVENTIONS:
         raise SuiteError(

@@ -182,7 +182,8 @@ def read_rgb(path: Path, sha256: str | None = None) -> np.ndarray:
             raise SuiteError(f"{path}: image refused: {exc}") from None
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """Normalised mask file (written by ``spt prepare``) -> uint8 (H,W) 0/255."""
-    with _read_image(path, "mask") as image:
+def read_mask(path: Path, sha256: str | None = None) -> np.ndarray:
+    """Normalised mask file (written by ``spt prepare``) -> uint8 (H,W) 0/255; with ``sha256``
+    (the manifest's ``prepared_mask_sha256``) the file must still be the one prepare wrote."""
+    with _read_image(path, "mask", sha256) as image:
         return np.array(image.convert("L"))

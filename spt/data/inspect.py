@@ -95,6 +95,7 @@ def inspect_record(
         "mask_pixels": 0,
         "image_sha256": image_sha,
         "mask_sha256": "",
+        "prepared_mask_sha256": "",
     }
     if record.mask_path is None:
         outcome.row = row
@@ -201,8 +202,15 @@ def inspect_record(
             )
         )
     entry = mask_entry(record.image_id)
-    mask = Image.fromarray(binary, mode="L")
-    replace_atomically(out_dir / entry, lambda tmp: mask.save(tmp, format="PNG"))
-    row.update(mask_path=entry, mask_pixels=pixels, mask_sha256=mask_sha)
+    buffer = io.BytesIO()
+    Image.fromarray(binary, mode="L").save(buffer, format="PNG")
+    encoded = buffer.getvalue()
+    replace_atomically(out_dir / entry, lambda tmp: Path(tmp).write_bytes(encoded))
+    row.update(
+        mask_path=entry,
+        mask_pixels=pixels,
+        mask_sha256=mask_sha,
+        prepared_mask_sha256=hashlib.sha256(encoded).hexdigest(),
+    )
     outcome.row = row
     return outcome

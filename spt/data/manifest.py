@@ -21,6 +21,9 @@ height, width  image size in pixels
 mask_pixels    foreground pixels of the normalised mask (0 for normal images)
 image_sha256   sha256 of the raw image file
 mask_sha256    sha256 of the raw mask file (empty for normal images)
+prepared_mask_sha256
+               sha256 of the normalised mask file ``mask_path``, which evaluation and
+               training check before they use it (empty for normal images)
 =============  ==========================================================================
 """
 
@@ -49,6 +52,7 @@ MANIFEST_COLUMNS = [
     "mask_pixels",
     "image_sha256",
     "mask_sha256",
+    "prepared_mask_sha256",
 ]
 _DTYPES = {
     "image_id": str,
@@ -61,6 +65,7 @@ _DTYPES = {
     "mask_path": str,
     "image_sha256": str,
     "mask_sha256": str,
+    "prepared_mask_sha256": str,
     "height": "int64",
     "width": "int64",
     "mask_pixels": "int64",

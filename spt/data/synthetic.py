@@ -27,6 +27,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from spt.artifacts import publish_folder
 from spt.data.config import NATIVE_CONVENTION, DataConfig, DatasetConfig, check_seed
 from spt.data.stable_random import stable_rng
 from spt.data.synthetic_draw import apply_defect, colourise, defect_mask, texture
@@ -335,7 +336,11 @@ def _write_folder(root: Path, seed: int, size: TwinSize) -> None:
 
 
 def write_twin(layout: str, root: Path, seed: int = 0, size: TwinSize = TwinSize()) -> Path:
-    """Write the twin of ``layout`` at ``root`` (replacing an earlier twin, nothing else)."""
+    """Write the twin of ``layout`` at ``root`` (replacing an earlier twin, nothing else).
+
+    The twin is written into a hidden sibling folder ``.<name>.partial`` and renamed onto
+    ``root`` when complete, so a killed run leaves the earlier twin (or nothing) at ``root``,
+    never half a twin; the next run clears the partial folder, which holds only twin files."""
     if layout not in TWIN_LAYOUTS:
         raise SuiteError(f"no synthetic twin for layout {layout!r}; use one of {TWIN_LAYOUTS}")
     # The seed is hashed as text: "abc" would quietly write other data than prepare accepts.
@@ -349,11 +354,17 @@ def write_twin(layout: str, root: Path, seed: int = 0, size: TwinSize = TwinSize
                 )
         else:
             _check_only_twin_files(root)
-            shutil.rmtree(root)  # an earlier twin: start clean so no stale file survives
-    root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).write_text(f"seed {seed} {size}\n")
+    staging = root.parent / f".{root.name}.partial"
+    if staging.exists():
+        if not (staging / MARKER).is_file():
+            raise SuiteError(
+                f"{staging}: exists and is not an unfinished twin; move it away and rerun"
+            )
+        shutil.rmtree(staging)  # an earlier run killed part way: only twin files inside
+    staging.mkdir(parents=True)
+    (staging / MARKER).write_text(f"seed {seed} {size} (unfinished)\n")
     if layout in ("mvtec", "mpdd"):
-        _write_mvtec(root, seed, size, layout)
+        _write_mvtec(staging, seed, size, layout)
     else:
         writer = {
             "visa": _write_visa,
@@ -364,10 +375,11 @@ def write_twin(layout: str, root: Path, seed: int = 0, size: TwinSize = TwinSize
             "folder": _write_folder,
             "mvtec_ad2": _write_mvtec_ad2,
         }[layout]
-        writer(root, seed, size)
-    written = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        writer(staging, seed, size)
+    written = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     lines = [f"seed {seed} {size}", *(f"file {name}" for name in written if name != MARKER)]
-    (root / MARKER).write_text("\n".join(lines) + "\n")
+    (staging / MARKER).write_text("\n".join(lines) + "\n")
+    publish_folder(staging, root)  # over an earlier twin (checked above) or an empty folder
     return root
 
 

@@ -326,13 +326,6 @@ def _plans(config: EvaluationConfig) -> list:
 def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
     code = record_code_digest(config.method)
     weights = weights_identity(config)
-    if weights["random_base"]:
-        print(
-            f"warning: evaluating {config.method} on a randomly initialised {config.backbone} "
-            "SAM (no checkpoint): the numbers measure no pretrained model; set "
-            "pipeline.sam_checkpoint or pass --checkpoint",
-            file=sys.stderr,
-        )
 
     records_path = config.out_dir / "records.parquet"
     run_numerics = numerics.describe(config.device)
@@ -366,6 +359,13 @@ def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
             )
             if config.trained is not None:
                 load_trained(method, config.trained)
+            if weights["random_base"]:  # said once the weights are known to load
+                print(
+                    f"warning: evaluating {config.method} on a randomly initialised "
+                    f"{config.backbone} SAM (no checkpoint): the numbers measure no pretrained "
+                    "model; set pipeline.sam_checkpoint (or sam.checkpoints)",
+                    file=sys.stderr,
+                )
             evaluator = ImageEvaluator(method, config)
         bar = tqdm(
             total=sum(len(chunk) for chunk, _ in todo),
@@ -388,7 +388,7 @@ def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
                     mask_path = resolve_manifest_path(row["mask_path"], manifest_dir)
                     # the image must still be the file `spt prepare` hashed
                     image = read_rgb(image_path, row.get("image_sha256") or None)
-                    mask = read_mask(mask_path)
+                    mask = read_mask(mask_path, row.get("prepared_mask_sha256") or None)
                     records.extend(
                         evaluator.evaluate(
                             row, image, mask, row["image_id"] in keep, image_path, mask_path

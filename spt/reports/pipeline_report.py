@@ -5,6 +5,8 @@
 
 * ``tables/metrics_<backbone>_<prompt mode>.{md,tex,csv}``: mean IoU and boundary IoU per
   method and dataset, the unweighted mean over datasets, trainable parameters, dropped records;
+* ``tables/defect_types_<backbone>.{md,csv}``: mean IoU per defect type and method (box
+  prompts), for the datasets with several defect types;
 * ``significance.{md,json}``: the reference method's final output against every other method,
   per backbone, prompt mode and dataset; a reference with other stages (SPT's draft) is also
   compared with each of them, as a baseline named ``<reference> (<stage>)``;
@@ -42,6 +44,8 @@ from spt.reports.render import format_cell
 from spt.reports.stats import compare
 from spt.reports.tables import (
     METRIC_TITLES,
+    defect_type_markdown,
+    defect_type_table,
     metric_tables,
     significance_json,
     significance_markdown,
@@ -196,6 +200,36 @@ def write_tables(
     ]
     say(f"tables: {len(tables)} (backbone, prompt mode) tables in {config.out / 'tables'}")
     return tables, produced
+
+
+def write_defect_type_tables(
+    records: pd.DataFrame, config: ReportConfig, order: Sequence[str], say: Say
+) -> list[Produced]:
+    """Per backbone: mean IoU per (dataset, defect type) and method under box prompts."""
+    produced = []
+    for backbone, part in records.groupby("backbone", sort=True):
+        table = defect_type_table(part, HEADLINE_MODE, FIGURE_METRIC, order)
+        stem = config.out / "tables" / f"defect_types_{backbone}"
+        paths = [stem.with_suffix(".md"), stem.with_suffix(".csv")]
+        if table.empty:
+            for path in paths:
+                path.unlink(missing_ok=True)  # a stale table would describe other records
+            continue
+        title = f"Mean IoU per defect type, backbone {backbone}, {HEADLINE_MODE} prompts"
+        write_text_atomically(paths[0], defect_type_markdown(table, title))
+        write_text_atomically(paths[1], table.to_csv(lineterminator="\n"))
+        for path in paths:
+            produced.append(
+                Produced(
+                    path,
+                    f"mean IoU per defect type and method ({HEADLINE_MODE} prompts, backbone "
+                    f"{backbone}) for the datasets with several defect types, with each "
+                    "type's image count.",
+                )
+            )
+    if produced:
+        say(f"defect types: {len(produced) // 2} table(s) in {config.out / 'tables'}")
+    return produced
 
 
 def significance_records(records: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -481,6 +515,7 @@ def build_report(config: ReportConfig, say: Say = print) -> list[Produced]:
 def _write_report(records: pd.DataFrame, config: ReportConfig, say: Say) -> list[Produced]:
     order = label_order(records, config.reference)
     tables, produced = write_tables(records, config, order, say)
+    produced += write_defect_type_tables(records, config, order, say)
     produced += write_significance(records, config, say)
     produced += write_seed_spread(records, config.out, say)
     produced += write_bar_charts(records, config, order, say)

@@ -31,6 +31,8 @@ from spt.reports.records import check_metric, check_records, with_method_labels
 from spt.reports.significance_report import significance_json, significance_markdown
 
 __all__ = [
+    "defect_type_table",
+    "defect_type_markdown",
     "metric_tables",
     "significance_json",
     "significance_markdown",
@@ -169,3 +171,51 @@ def write_metric_tables(
             write_text_atomically(path, text)
             written.append(path)
     return written
+
+
+def defect_type_table(
+    records: pd.DataFrame,
+    prompt_mode: str,
+    metric: str = "iou",
+    method_order: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Mean ``metric`` per (dataset, defect type) and method, for the datasets of ``records``
+    that have more than one defect type: the mean over the type's scorable images, then over
+    seeds, as the dataset means are. Column ``images``: the type's distinct images. Rows sorted
+    by dataset and type; method columns in ``method_order`` (then by name). Empty when no
+    dataset has several types."""
+    check_metric(metric)
+    part = with_method_labels(records[records["prompt_mode"] == prompt_mode])
+    part = part[scorable(part, metric).to_numpy()]
+    types = part.groupby("dataset")["defect_type"].nunique()
+    part = part[part["dataset"].isin(types[types > 1].index)]
+    if part.empty:
+        return pd.DataFrame()
+    keys = ["dataset", "defect_type"]
+    per_seed = part.groupby([*keys, "label", "seed"])[metric].mean()
+    means = per_seed.groupby(level=[0, 1, 2]).mean().unstack("label")
+    means = means[_row_order(means.columns, method_order)]
+    means.insert(0, "images", part.groupby(keys)["image_id"].nunique())
+    return means.sort_index()
+
+
+def defect_type_markdown(table: pd.DataFrame, title: str, digits: int = 3) -> str:
+    """The table of :func:`defect_type_table` as markdown, the best method per row in bold."""
+    methods = [c for c in table.columns if c != "images"]
+    lines = [
+        f"# {title}",
+        "",
+        "| dataset | defect type | images | " + " | ".join(map(str, methods)) + " |",
+        "|---|---|---:|" + "---:|" * len(methods),
+    ]
+    for (dataset, defect_type), row in table.iterrows():
+        values = row[methods].astype(float)
+        best = values.max() if values.notna().any() else np.nan
+        cells = []
+        for value in values:
+            text = render.format_cell(value, digits)
+            cells.append(f"**{text}**" if np.isfinite(value) and value == best else text)
+        lines.append(
+            f"| {dataset} | {defect_type} | {int(row['images'])} | " + " | ".join(cells) + " |"
+        )
+    return "\n".join(lines) + "\n"

@@ -13,6 +13,7 @@ Output folder (``work/train/<method>/<backbone>`` by default):
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from spt.artifacts import TRAINED_FORMAT, plain, save_torch, write_text_atomically
+from spt.artifacts import TRAINED_FORMAT, folder_lock, plain, save_torch, write_text_atomically
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
 from spt.harness.method import Method, TrainingSample, check_trainable
@@ -102,8 +103,31 @@ def train_method(
     progress: bool = True,
     stop_after_epochs: int | None = None,
 ) -> tuple[Path, TrainResult]:
-    """Train ``method`` on ``rows``; return the path of ``trained.pt`` and the result."""
+    """Train ``method`` on ``rows``; return the path of ``trained.pt`` and the result.
+
+    Rank 0 (the only process that writes ``out_dir``) holds the folder's lock throughout, so a
+    second training into the same folder gets one line naming the first."""
     out_dir = Path(out_dir)
+    lock = folder_lock(out_dir, "train") if is_main_process() else contextlib.nullcontext()
+    with lock:
+        return _train_method(
+            method, rows, config, sample_options, out_dir,
+            resume, restart, device, progress, stop_after_epochs,
+        )  # fmt: skip
+
+
+def _train_method(
+    method: Method,
+    rows: pd.DataFrame,
+    config: TrainConfig,
+    sample_options: SampleOptions,
+    out_dir: Path,
+    resume: bool,
+    restart: bool,
+    device: torch.device | str,
+    progress: bool,
+    stop_after_epochs: int | None,
+) -> tuple[Path, TrainResult]:
     state = out_dir / "state" / "last.pt"
     if state.exists() and not (resume or restart):
         raise SuiteError(

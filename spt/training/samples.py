@@ -188,7 +188,7 @@ class TrainingSet:
         self.skipped: list[tuple[str, str]] = []
         keep = []
         for index, row in rows.iterrows():
-            mask = read_mask(Path(row["mask_path"]))
+            mask = read_mask(Path(row["mask_path"]), row.get("prepared_mask_sha256") or None)
             check_same_size(row, image_size(Path(row["image_path"])), mask.shape)
             # once per run, not every epoch: the image must still be the one prepare hashed
             check_unchanged(Path(row["image_path"]), row.get("image_sha256") or None)

@@ -35,6 +35,7 @@ class LayoutReader(ABC):
     title: str  # the dataset's name as its publisher writes it
     expected: str  # the layout in one line, for error messages
     option_names: tuple[str, ...] = ()
+    option_choices: dict[str, tuple[str, ...]] = {}  # options that take one of a few words
 
     @abstractmethod
     def looks_like(self, root: Path) -> bool:

@@ -58,6 +58,7 @@ class FolderReader(LayoutReader):
         "<root>/<images>/**/*.<png|jpg|bmp|tif> and <root>/<masks>/**/<stem><mask_suffix>.png"
     )
     option_names = ("images", "masks", "mask_suffix", "category", "unannotated")
+    option_choices = {"unannotated": UNANNOTATED}
 
     def looks_like(self, root: Path) -> bool:
         return (root / "images").is_dir()
@@ -67,12 +68,7 @@ class FolderReader(LayoutReader):
         masks_dir = _inside(root, options.get("masks", "masks"), dataset, "masks")
         suffix = str(options.get("mask_suffix", "") or "")
         default_category = str(options.get("category", dataset))
-        unannotated = str(options.get("unannotated", "normal"))
-        if unannotated not in UNANNOTATED:
-            raise SuiteError(
-                f"data.datasets.{dataset}.unannotated: {unannotated!r} is not one of "
-                f"{', '.join(UNANNOTATED)}; fix params.yaml"
-            )
+        unannotated = str(options.get("unannotated", "normal"))  # checked by spt.data.config
         if not images_dir.is_dir():
             raise SuiteError(
                 f"{images_dir}: images folder not found; set data.datasets.{dataset}.images "
