@@ -36,6 +36,41 @@ def test_console_script_runs():
     assert "backbones" in done.stdout
 
 
+def test_python_dash_m_spt_is_the_spt_command(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "spt", "prepare", "--help"], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage: spt prepare")
+    bad = subprocess.run(
+        [sys.executable, "-m", "spt", "prepare", "--params", str(tmp_path / "none.yaml")],
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+    )
+
+
+def test_help_states_no_default_that_is_not_one():
+    """`--trained` has no default file: its help must not claim one, nor print `None`."""
+    parser = build_parser()
+    evaluate = parser._subparsers._group_actions[0].choices["evaluate"]
+    text = " ".join(evaluate.format_help().split())
+    trained = text[text.index("--trained FILE") : text.index("--untrained score")]
+    assert "None" not in trained and "by default" not in trained
+
+
+def test_prepare_no_progress_hides_the_bars(tmp_path, capsys):
+    (tmp_path / "params.yaml").touch()
+    argv = ["prepare", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "p")]
+    assert main(["synth", "--out", str(tmp_path / "raw"), "--layouts", "mtd"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--synthetic", str(tmp_path / "raw"), "--no-progress"]) == 0
+    assert "img/s" not in capsys.readouterr().err
+    assert main([*argv, "--synthetic", str(tmp_path / "raw")]) == 0
+    assert "prepare mtd_twin" in capsys.readouterr().err  # the bar, without the flag
+
+
 def test_help_does_not_import_torch():
     # Building every subcommand's parser must stay light: `spt --help` should answer at once,
     # not after the ~2 s that importing torch and segment_anything takes.

@@ -9,6 +9,8 @@ exit 0 for an input that must work), traceback, silent (exit 0 where a refusal w
 refusal where success was due), loss (a sentinel file changed or vanished), hang (timeout).
 """
 
+import io
+import json
 import os
 import re
 import shutil
@@ -16,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -722,6 +725,117 @@ params_case(
 )
 
 
+# --- data truth (#13): inputs once misread without a word; each must name its issue kind -------
+def _folder_pair(d, stem, image, mask=None, mask_name=None):
+    """One more image (and mask) in the folder twin's raw copy."""
+    root = d / "raw" / "folder"
+    Image.fromarray(image).save(root / "images" / f"{stem}.png")
+    if mask is not None:
+        Image.fromarray(mask).save(root / "masks" / (mask_name or f"{stem}_mask.png"))
+
+
+def _box(value, dtype=np.uint8):
+    mask = np.zeros((88, 120), dtype)
+    mask[20:50, 30:70] = value
+    return mask
+
+
+def _image():
+    return np.full((88, 120, 3), 90, np.uint8)
+
+
+@case("truth", "16-bit grey image", expect="issue:image_converted")
+def _(d):
+    _folder_pair(d, "wide", (np.arange(88 * 120).reshape(88, 120) * 5).astype(np.uint16))
+    return folder_case(d, mask_suffix="_mask"), []
+
+
+@case("truth", "EXIF-rotated image", expect="issue:refused_image")
+def _(d):
+    image = Image.fromarray(_image())
+    exif = image.getexif()
+    exif[0x0112] = 8
+    image.save(d / "raw" / "folder" / "images" / "rot.png", exif=exif)
+    return folder_case(d, mask_suffix="_mask"), []
+
+
+@case("truth", "header claims 10000x10000", expect="issue:refused_image")
+def _(d):
+    import struct
+    import zlib
+
+    png = io.BytesIO()
+    Image.new("L", (1, 1)).save(png, format="PNG")
+    data = bytearray(png.getvalue())
+    at = data.index(b"IHDR")
+    data[at + 4 : at + 12] = struct.pack(">II", 10000, 10000)
+    data[at + 17 : at + 21] = struct.pack(">I", zlib.crc32(bytes(data[at : at + 17])))
+    (d / "raw" / "folder" / "images" / "bomb.png").write_bytes(bytes(data))
+    return folder_case(d, mask_suffix="_mask"), []
+
+
+@case("truth", "{0,1} folder mask", expect="issue:mask_below_threshold")
+def _(d):
+    _folder_pair(d, "ones", _image(), _box(1))
+    return folder_case(d, mask_suffix="_mask"), []
+
+
+@case("truth", "16-bit mask, foreground 1000", expect="issue:mask_below_threshold")
+def _(d):
+    _folder_pair(d, "wide", _image(), _box(1000, np.uint16))
+    return folder_case(d, mask_suffix="_mask"), []
+
+
+@case("truth", ".mat ground truth", expect="issue:unsupported_mask_format")
+def _(d):
+    _folder_pair(d, "gt", _image())
+    (d / "raw" / "folder" / "masks" / "gt_mask.mat").write_bytes(b"MATLAB 5.0" + bytes(64))
+    return folder_case(d, mask_suffix="_mask"), []
+
+
+@case("truth", "images/dirloop -> .", expect="issue:folder_link")
+def _(d):
+    (d / "raw" / "folder" / "images" / "dirloop").symlink_to(".")
+    return folder_case(d, mask_suffix="_mask"), []
+
+
+@case("truth", "unannotated: exclude", expect="issue:unannotated")
+def _(d):
+    return folder_case(d, mask_suffix="_mask", unannotated="exclude"), []
+
+
+@case("truth", "nonzero masks with background 1", expect="issue:masks_cover_images")
+def _(d):
+    for mask in sorted((d / "raw" / "folder" / "masks").glob("*.png")):
+        values = np.asarray(Image.open(mask))
+        Image.fromarray(np.where(values > 0, 2, 1).astype(np.uint8)).save(mask)
+    return folder_case(d, mask_suffix="_mask", mask_convention="nonzero"), []
+
+
+@case("truth", "readme.txt in the MTD root", expect="issue:not_read")
+def _(d):
+    (d / "raw" / "mtd" / "readme.txt").write_text("MTD\n")
+    return prepare_case(d, "m", "mtd", "raw/mtd"), []
+
+
+@case("truth", "MTD 2-pixel defect", expect="issue:tiny_defect")
+def _(d):
+    mask = sorted((d / "raw" / "mtd" / "MT_Crack" / "Imgs").glob("*.png"))[0]
+    values = np.zeros_like(np.asarray(Image.open(mask)))
+    values[5, 5:7] = 255
+    Image.fromarray(values).save(mask)
+    return prepare_case(d, "m", "mtd", "raw/mtd"), []
+
+
+@case("truth", "MVTec AD 2 root as layout mvtec")
+def _(d):
+    root = d / "raw" / "ad2" / "can"
+    for folder in ("train/good", "test_public/good"):
+        (root / folder).mkdir(parents=True)
+        Image.fromarray(_image()).save(root / folder / "000_regular.png")
+    return prepare_case(d, "ad2", "mvtec", "raw/ad2"), []
+
+
 def cli_case(name, extra, base=EVAL, expect="refuse"):
     def fn(d):
         return [*base, "--params", "empty.yaml", *extra], []
@@ -770,13 +884,24 @@ def _(d):
     return prepare_case(d, "m", "mtd", "raw/mtd", "--datasets", "zz"), []
 
 
-def classify(expect, code, out, err, sentinels_before, sentinels_after):
+def _reported_kinds(d) -> set[str]:
+    kinds = set()
+    for report in (d / "pp").glob("*/report.json"):
+        for entry in json.loads(report.read_text())["datasets"]:
+            kinds |= {issue["kind"] for issue in entry["issues"]}
+    return kinds
+
+
+def classify(expect, code, out, err, sentinels_before, sentinels_after, d=None):
     if code is None:
         return "hang"
     if "Traceback" in err:
         return "traceback"
     if sentinels_before != sentinels_after:
         return "loss"
+    if expect.startswith("issue:"):  # prepared, and the report names the case's issue kind
+        named = code in (0, 1) and expect.removeprefix("issue:") in _reported_kinds(d)
+        return "clean" if named else "silent"
     lines = [line for line in err.strip().splitlines() if line.strip()]
     if expect == "refuse":
         ours = (
@@ -807,7 +932,7 @@ def main():
         before = [s.read_bytes() if s.is_file() else None for s in sentinels]
         code, out, err = run(argv, d)
         after = [s.read_bytes() if s.is_file() else None for s in sentinels]
-        verdict = classify(expect, code, out, err, before, after)
+        verdict = classify(expect, code, out, err, before, after, d)
         last = (err.strip().splitlines() or [""])[-1][:160]
         rows.append(
             {

@@ -75,9 +75,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     trained = parser.add_mutually_exclusive_group()
     trained.add_argument(
         "--trained",
-        default=None,
-        help="trained.pt written by `spt train` for this method and backbone, by default "
-        "work/train/<method>/<backbone>/trained.pt; required for a trainable method",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="trained.pt written by `spt train` for this method and backbone (it writes "
+        "work/train/<method>/<backbone>/trained.pt); required for a trainable method unless "
+        "--untrained",
     )
     trained.add_argument(
         "--untrained",
@@ -109,7 +111,11 @@ def _check_trained(args: argparse.Namespace, method_params: dict, backbone: str)
     """A trainable method without --trained would silently score its initial weights."""
     from spt.harness.method import TrainableMethod, method_class
 
-    if args.trained is not None or args.untrained or method_params.get("official_checkpoint"):
+    if (
+        getattr(args, "trained", None) is not None
+        or args.untrained
+        or method_params.get("official_checkpoint")
+    ):
         return  # weights given, the initial ones asked for, or SPT's official checkpoint
     cls = method_class(args.method)
     if not issubclass(cls, TrainableMethod):
@@ -155,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         backbone=backbone,
         datasets=tuple(datasets),
         checkpoint=checkpoint,
-        trained=args.trained,
+        trained=getattr(args, "trained", None),
         prompt_modes=settings.prompt_modes,
         seed=settings.seed,
         limit=limit,

@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="write synthetic twins of every layout to DIR (seeded by data.seed) and prepare "
         "those instead of the configured roots",
     )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.set_defaults(func=run)
     return parser
 
@@ -96,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     out_root = Path(chosen["out"] or config.prepared_root)
     check_plan(config, chosen["datasets"], out_root)  # before the lock creates the folder
     with folder_lock(out_root, "prepare"):  # a second prepare into one folder: one line
-        reports = prepare_all(config, chosen["datasets"], out_root, chosen["workers"])
+        reports = prepare_all(
+            config, chosen["datasets"], out_root, chosen["workers"], not args.no_progress
+        )
         # A subset rerun keeps the other datasets' last results in the combined report.
         combined = reports
         if chosen["datasets"] is not None:

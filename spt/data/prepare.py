@@ -227,14 +227,19 @@ def _report_leaks(rows: list[dict], report: DatasetReport) -> None:
 
 
 def _run_jobs(
-    jobs: list[tuple[ImageRecord, str, Path, int]], executor: Executor | None, label: str
+    jobs: list[tuple[ImageRecord, str, Path, int]],
+    executor: Executor | None,
+    label: str,
+    progress: bool = True,
 ) -> Iterator[Outcome]:
     results: Iterable[Outcome]
     if executor is None or len(jobs) < POOL_MIN_IMAGES:
         results = map(_inspect_job, jobs)
     else:
         results = executor.map(_inspect_job, jobs, chunksize=16)  # keeps input order
-    yield from tqdm(results, total=len(jobs), desc=f"prepare {label}", unit="img")
+    yield from tqdm(
+        results, total=len(jobs), desc=f"prepare {label}", unit="img", disable=not progress
+    )
 
 
 def prepare_dataset(
@@ -244,6 +249,7 @@ def prepare_dataset(
     fraction: float,
     executor: Executor | None = None,
     min_defect_pixels: int = 1,
+    progress: bool = True,
 ) -> DatasetReport:
     start = time.perf_counter()
     reader = get_reader(config.layout)
@@ -270,9 +276,8 @@ def prepare_dataset(
     else:
         report.issues.extend(scan.issues)
         report.issues.extend(unread_entries(config.root, scan, reader.title))
-        _build_manifest(
-            config, scan.records, out_dir, (seed, fraction, min_defect_pixels), executor, report
-        )
+        protocol = (seed, fraction, min_defect_pixels)
+        _build_manifest(config, scan.records, out_dir, protocol, executor, report, progress)
     report.seconds = time.perf_counter() - start
     write_text_atomically(out_dir / REPORT, to_json([report]))
     return report
@@ -285,6 +290,7 @@ def _build_manifest(
     protocol: tuple[int, float, int],
     executor: Executor | None,
     report: DatasetReport,
+    progress: bool = True,
 ) -> None:
     """Inspect every record, split the usable ones and write the manifest. ``protocol``:
     (split seed, train fraction, minimum defect pixels)."""
@@ -293,7 +299,7 @@ def _build_manifest(
     jobs = [(r, config.mask_convention, out_dir, min_defect_pixels) for r in records]
     rows = []
     inspected: list[Issue] = []
-    for outcome in _run_jobs(jobs, executor, config.name):
+    for outcome in _run_jobs(jobs, executor, config.name, progress):
         inspected.extend(outcome.issues)
         report.issues.extend(outcome.issues)
         report.count(outcome.record.category, outcome.defect_type, "found")
@@ -359,6 +365,7 @@ def prepare_all(
     names: list[str] | None = None,
     out_root: Path | None = None,
     workers: int | None = None,
+    progress: bool = True,
 ) -> list[DatasetReport]:
     """Prepare the named datasets (default: every configured one) in name order."""
     out_root = out_root or config.prepared_root
@@ -374,6 +381,7 @@ def prepare_all(
                 config.train_fraction,
                 executor,
                 config.min_defect_pixels,
+                progress,
             )
             for n in names
         ]
