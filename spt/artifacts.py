@@ -22,6 +22,7 @@ part of the suite.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -59,9 +60,9 @@ def _flush_to_disk(path: str) -> None:
 
 def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
     """Create ``path``'s folder, call ``write(temp_path)``, flush it to disk (fsync), then rename
-    the temp file onto ``path`` with :func:`usual_mode`; on any error (or a kill between the two) the target is
-    unchanged and the temp file removed. A folder that cannot be created or written to is a
-    one-line SuiteError naming the file."""
+    the temp file onto ``path`` with :func:`usual_mode`; on any error (or a kill between the
+    two) the target is unchanged and the temp file removed. A folder that cannot be created or
+    written to, and a full disk, are one-line SuiteErrors naming the file."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -77,8 +78,13 @@ def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
         os.chmod(tmp, usual_mode())
         _flush_to_disk(tmp)  # the rename must not reach the disk before the bytes do
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise SuiteError(
+                f"{path}: not written, the disk is full ({exc.strerror}); the previous file, if "
+                "any, is unchanged: free space or choose another --out, then rerun"
+            ) from None
         raise
 
 

@@ -203,3 +203,24 @@ def test_prepare_refuses_a_folder_another_run_is_writing(tmp_path, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "`spt prepare (pid" in err[0] and "is writing here" in err[0]
     assert not (prepared / "mtd_twin").exists()
+
+
+def test_a_full_disk_is_one_line_naming_the_file_and_keeps_the_old_one(tmp_path):
+    """ENOSPC while the temp file is written: a SuiteError that names the target and says the
+    disk is full; the earlier file is untouched and no temp file is left."""
+    import errno
+
+    from spt.artifacts import replace_atomically
+    from spt.errors import SuiteError
+
+    target = tmp_path / "significance.md"
+    target.write_text("earlier report\n")
+
+    def fills_the_disk(tmp: str) -> None:
+        Path(tmp).write_text("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(SuiteError, match=r"significance\.md: not written, the disk is full"):
+        replace_atomically(target, fills_the_disk)
+    assert target.read_text() == "earlier report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["significance.md"]
