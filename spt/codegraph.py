@@ -20,7 +20,7 @@ Layers, lowest first; a module may import its own layer and the ones below
 2. ``spt.harness``
 3. ``spt.training``, ``spt.model``, ``baselines``
 4. ``spt.pretrain``, ``spt.reports``
-5. ``spt.commands``, ``spt.cli``
+5. ``spt.commands``, ``spt.cli``, ``spt.__main__`` (``python -m spt``)
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ LAYERS: dict[str, int] = {
     "spt.reports": 4,
     "spt.commands": 5,
     "spt.cli": 5,
+    "spt.__main__": 5,
 }
 
 
