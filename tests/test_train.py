@@ -205,6 +205,18 @@ def test_a_prepared_mask_changed_since_prepare_is_refused(synthetic_prepared, tm
         TrainingSet(training_rows(prepared, ["mtd_twin"]), get_spec("tiny"), SampleOptions())
 
 
+def test_two_fresh_runs_write_the_same_bytes(synthetic_prepared, tmp_path):
+    """trained.pt, train_log.csv and state/last.pt (which saves the global RNG states, seeded
+    from the training seed) are byte-identical between two runs: DVC's hash of a training
+    folder does not change run to run."""
+    for name in ("a", "b"):  # two processes: each starts its global RNGs from the OS
+        argv = _train_args(synthetic_prepared, tmp_path / name, "--epochs", "1")
+        subprocess.run([sys.executable, "-m", "spt", *argv], check=True, env=_env())
+    for relative in ("trained.pt", "train_log.csv", "state/last.pt"):
+        first = (tmp_path / "a" / "spt" / "tiny" / relative).read_bytes()
+        assert first == (tmp_path / "b" / "spt" / "tiny" / relative).read_bytes(), relative
+
+
 def test_existing_run_needs_resume_or_restart(synthetic_prepared, tmp_path, capsys):
     assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1")) == 0
     assert main(_train_args(synthetic_prepared, tmp_path, "--epochs", "1")) == 2

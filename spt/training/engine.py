@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from spt.artifacts import assign_named_tensors, save_torch
 from spt.config.checks import is_number, range_text
-from spt.data.stable_random import keyed_int
+from spt.data.stable_random import keyed_int, torch_seed
 from spt.errors import SuiteError
 
 # Validation rules of the optimisation knobs: key -> (integer?, lower bound, bound excluded?).
@@ -180,6 +180,15 @@ def _rng_state() -> dict[str, Any]:
     }
 
 
+def _seed_global_rngs(seed: int, rank: int) -> None:
+    """A new run starts the global RNGs from (training seed, rank): the suite draws nothing from
+    them, but their saved states (``rng`` in state/last.pt) are then the same bytes on every
+    run, so the state file, and DVC's hash of the training folder, do not change run to run."""
+    torch.manual_seed(torch_seed(seed, "global rngs", rank))
+    np.random.seed(keyed_int(seed, "global rngs", rank) % 2**32)
+    random.seed(keyed_int(seed, "global rngs", rank))
+
+
 def _set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
@@ -270,6 +279,8 @@ def train(
     state_path = out_dir / "state" / "last.pt"
     start_epoch, history = 0, []
 
+    if not (resume and state_path.is_file()):
+        _seed_global_rngs(config.seed, info.rank)
     if resume and state_path.is_file():
         saved = _load_state(state_path, start_over)
         if saved["fingerprint"] != config.fingerprint():
