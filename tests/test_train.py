@@ -41,6 +41,14 @@ def _train_args(prepared, out, *extra):
     ]  # fmt: skip
 
 
+def _zero_shot_box_args(prepared, tmp_path):
+    return [
+        "evaluate", "--params", _empty_params(tmp_path), "--method", "zero_shot",
+        "--datasets", "mtd_twin", "--prepared-root", str(prepared), "--out", str(tmp_path / "ev"),
+        "--prompt-modes", "box", "--no-progress",
+    ]  # fmt: skip
+
+
 def _without_random_weights_warning(err: str) -> str:
     """stderr less the warning every evaluation of the untrained tiny SAM gives."""
     lines = [line for line in err.splitlines() if "randomly initialised" not in line]
@@ -158,12 +166,7 @@ def test_an_image_changed_since_prepare_is_refused(synthetic_prepared, tmp_path,
     target.write_bytes(Path(manifest.loc[row, "image_path"]).read_bytes() + b"\0")
     manifest.loc[row, "image_path"] = str(target)  # still decodes, other bytes
     manifest.to_csv(path, index=False)
-    args = [
-        "evaluate", "--params", _empty_params(tmp_path), "--method", "zero_shot",
-        "--datasets", "mtd_twin", "--prepared-root", str(prepared), "--out", str(tmp_path / "ev"),
-        "--prompt-modes", "box", "--no-progress",
-    ]  # fmt: skip
-    assert main(args) == 2
+    assert main(_zero_shot_box_args(prepared, tmp_path)) == 2
     err = _without_random_weights_warning(capsys.readouterr().err)
     assert err.count("\n") == 1 and "changed since `spt prepare`" in err and str(target) in err
     # training checks each image once, when it screens the rows
@@ -193,12 +196,7 @@ def test_a_prepared_mask_changed_since_prepare_is_refused(synthetic_prepared, tm
         pixels = np.asarray(Image.open(mask)).copy()
         pixels[: pixels.shape[0] // 2] = 255  # still a valid 0/255 mask, of another defect
         Image.fromarray(pixels).save(mask)
-    args = [
-        "evaluate", "--params", _empty_params(tmp_path), "--method", "zero_shot",
-        "--datasets", "mtd_twin", "--prepared-root", str(prepared), "--out", str(tmp_path / "ev"),
-        "--prompt-modes", "box", "--no-progress",
-    ]  # fmt: skip
-    assert main(args) == 2
+    assert main(_zero_shot_box_args(prepared, tmp_path)) == 2
     err = _without_random_weights_warning(capsys.readouterr().err)
     assert err.count("\n") == 1 and "mask changed since `spt prepare`" in err
     with pytest.raises(SuiteError, match="mask changed since `spt prepare`"):

@@ -20,7 +20,7 @@ from spt.artifacts import replace_atomically
 from spt.data.images import ImageFormatError, open_checked, rgb8
 from spt.data.issues import Issue
 from spt.data.manifest import mask_entry
-from spt.data.masks import THRESHOLD, MaskFormatError, normalise_mask, raw_summary
+from spt.data.masks import MaskFormatError, normalise_mask, raw_summary, rule_text
 from spt.data.records import NORMAL, ImageRecord
 
 DEFECT_LABEL = "defect"
@@ -144,7 +144,7 @@ def inspect_record(
         )
         return outcome
     pixels = int(np.count_nonzero(binary))
-    rule = f">{THRESHOLD}" if convention == "threshold" else "!= 0"
+    rule = rule_text(convention)
     if pixels == 0 and raw_nonzero > 0:
         # Stored values that the rule reads as background: {0,1} or class-id masks, 16-bit
         # masks with small values, faint annotations. Calling the image normal would misread it.

@@ -90,6 +90,11 @@ def _nonzero(mask: Image.Image) -> tuple[np.ndarray, str | None]:
     raise MaskFormatError(f"mask mode {mode} is not supported")
 
 
+def rule_text(convention: str) -> str:
+    """The foreground rule of ``convention`` as report messages write it."""
+    return f">{THRESHOLD}" if convention == "threshold" else "!= 0"
+
+
 def normalise_mask(mask: Image.Image, convention: str) -> tuple[np.ndarray, str | None]:
     """``(uint8 array of 0/255, repair note or None)`` for a decoded mask."""
     if convention == "threshold":

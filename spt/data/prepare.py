@@ -23,6 +23,7 @@ from spt.data.config import DataConfig, DatasetConfig
 from spt.data.inspect import Outcome, inspect_record
 from spt.data.issues import Issue
 from spt.data.manifest import MASKS_DIR, resolve_manifest_path, write_manifest
+from spt.data.masks import rule_text
 from spt.data.readers import ScanResult, get_reader
 from spt.data.records import ImageRecord
 from spt.data.report import DatasetReport, to_json
@@ -103,12 +104,13 @@ def _drop_duplicate_ids(records: list[ImageRecord], report: DatasetReport) -> li
 
 def mask_sanity(config: DatasetConfig, rows: list[dict], issues: list[Issue]) -> list[Issue]:
     """Dataset-level warnings when the masks as a whole suggest another convention: none of
-    them has foreground, or most of them cover their whole image. One line each, at the root."""
+    them has foreground, or most of them cover their whole image. One line each, at the root.
+    ``issues``: the dataset's report so far (only inspection gives the mask kinds counted)."""
     kinds = Counter(issue.kind for issue in issues)
     read = sum(1 for row in rows if row["mask_path"]) + kinds["empty_mask"]
     read += kinds["mask_below_threshold"] + kinds["tiny_defect"]
     root = config.root.as_posix()
-    rule = "> 128" if config.mask_convention == "threshold" else "!= 0"
+    rule = rule_text(config.mask_convention)
     found = []
     unlabelled = kinds["empty_mask"] + kinds["mask_below_threshold"]
     if read and unlabelled == read:
@@ -298,9 +300,7 @@ def _build_manifest(
     records = _drop_duplicate_ids(records, report)
     jobs = [(r, config.mask_convention, out_dir, min_defect_pixels) for r in records]
     rows = []
-    inspected: list[Issue] = []
     for outcome in _run_jobs(jobs, executor, config.name, progress):
-        inspected.extend(outcome.issues)
         report.issues.extend(outcome.issues)
         report.count(outcome.record.category, outcome.defect_type, "found")
         if outcome.row is not None:
@@ -310,7 +310,7 @@ def _build_manifest(
         report.count(row["category"], row["defect_type"], "in_manifest")
         report.count(row["category"], row["defect_type"], row["split"])
     _report_leaks(rows, report)
-    report.issues.extend(mask_sanity(config, rows, inspected))
+    report.issues.extend(mask_sanity(config, rows, report.issues))
     if rows:
         report.manifest = (out_dir / MANIFEST).as_posix()
         write_manifest(pd.DataFrame(rows), out_dir / MANIFEST)

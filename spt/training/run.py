@@ -110,58 +110,42 @@ def train_method(
     out_dir = Path(out_dir)
     lock = folder_lock(out_dir, "train") if is_main_process() else contextlib.nullcontext()
     with lock:
-        return _train_method(
-            method, rows, config, sample_options, out_dir,
-            resume, restart, device, progress, stop_after_epochs,
+        state = out_dir / "state" / "last.pt"
+        if state.exists() and not (resume or restart):
+            raise SuiteError(
+                f"{state}: an earlier run of this training exists; pass --resume to continue it or "
+                "--restart to start over"
+            )
+        if restart and state.exists():
+            state.unlink()
+        if not (resume and state.exists()) and is_main_process():
+            # A new run's results replace the earlier run's: removed now, so a run killed before it
+            # ends leaves no trained.pt of another run for `spt evaluate` to pick up.
+            for stale in (out_dir / TRAINED_FILE, out_dir / "train_log.csv"):
+                stale.unlink(missing_ok=True)
+        check_trainable(method)
+        if method.trainable_parameter_count() == 0:
+            raise SuiteError(
+                f"method {method.name!r} has no trainable parameters; nothing to train"
+            )
+        dataset = TrainingSet(rows, method.spec, sample_options, device)
+        if is_main_process():
+            report_skipped(dataset, len(rows), out_dir)
+        module = MethodModule(method)
+        result = train(
+            module, dataset.image_ids, dataset, _as_list, config, out_dir,
+            resume=resume, device=device, stop_after_epochs=stop_after_epochs, progress=progress,
         )  # fmt: skip
-
-
-def _train_method(
-    method: Method,
-    rows: pd.DataFrame,
-    config: TrainConfig,
-    sample_options: SampleOptions,
-    out_dir: Path,
-    resume: bool,
-    restart: bool,
-    device: torch.device | str,
-    progress: bool,
-    stop_after_epochs: int | None,
-) -> tuple[Path, TrainResult]:
-    state = out_dir / "state" / "last.pt"
-    if state.exists() and not (resume or restart):
-        raise SuiteError(
-            f"{state}: an earlier run of this training exists; pass --resume to continue it or "
-            "--restart to start over"
-        )
-    if restart and state.exists():
-        state.unlink()
-    if not (resume and state.exists()) and is_main_process():
-        # A new run's results replace the earlier run's: removed now, so a run killed before it
-        # ends leaves no trained.pt of another run for `spt evaluate` to pick up.
-        for stale in (out_dir / TRAINED_FILE, out_dir / "train_log.csv"):
-            stale.unlink(missing_ok=True)
-    check_trainable(method)
-    if method.trainable_parameter_count() == 0:
-        raise SuiteError(f"method {method.name!r} has no trainable parameters; nothing to train")
-    dataset = TrainingSet(rows, method.spec, sample_options, device)
-    if is_main_process():
-        report_skipped(dataset, len(rows), out_dir)
-    module = MethodModule(method)
-    result = train(
-        module, dataset.image_ids, dataset, _as_list, config, out_dir,
-        resume=resume, device=device, stop_after_epochs=stop_after_epochs, progress=progress,
-    )  # fmt: skip
-    trained_path = out_dir / TRAINED_FILE
-    if is_main_process() and result.epochs_done == config.epochs:
-        summary = {
-            "skipped_images": len(dataset.skipped),
-            "jitter_fallbacks": len(dataset.jitter_fallbacks),
-        }
-        save_trained(method, trained_path, config, result, summary, describe(str(device)))
-        history = pd.DataFrame(result.history).to_csv(index=False)
-        write_text_atomically(out_dir / "train_log.csv", history)
-    return trained_path, result
+        trained_path = out_dir / TRAINED_FILE
+        if is_main_process() and result.epochs_done == config.epochs:
+            summary = {
+                "skipped_images": len(dataset.skipped),
+                "jitter_fallbacks": len(dataset.jitter_fallbacks),
+            }
+            save_trained(method, trained_path, config, result, summary, describe(str(device)))
+            history = pd.DataFrame(result.history).to_csv(index=False)
+            write_text_atomically(out_dir / "train_log.csv", history)
+        return trained_path, result
 
 
 def report_skipped(dataset: TrainingSet, total: int, out_dir: Path) -> None:

@@ -169,14 +169,19 @@ class MasksByStem:
                 result.issues.append(orphan_mask_issue(mask))
 
 
-def stray_folder_issue(path: Path, expected: str) -> Issue:
+def unread_folder_issue(path: Path, reason: str) -> Issue:
+    """A folder under the root that the layout does not read, and why."""
     return Issue(
         "ignored",
         "stray_folder",
         str(path),
-        f"folder is not a category (expected {expected} inside)",
+        reason,
         "move it out of the dataset root if it holds images",
     )
+
+
+def stray_folder_issue(path: Path, expected: str) -> Issue:
+    return unread_folder_issue(path, f"folder is not a category (expected {expected} inside)")
 
 
 def stray_file_issue(path: Path, where: str) -> Issue:

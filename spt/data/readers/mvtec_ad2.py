@@ -44,6 +44,7 @@ from spt.data.readers.base import (
     stem_index,
     stray_file_issue,
     stray_folder_issue,
+    unread_folder_issue,
 )
 from spt.data.readers.mvtec import AD2_PRIVATE_PREFIX, AD2_PUBLIC, MASK_SUFFIX, mvtec_ad2_folder
 from spt.data.records import NORMAL, ImageRecord, make_image_id
@@ -101,7 +102,7 @@ class MVTecAD2Reader(LayoutReader):
             if child.name.startswith(PRIVATE_PREFIX):
                 result.issues.append(unlabelled_test_issue(child))
             elif child.name not in READ_FOLDERS:
-                result.issues.append(unread_folder_issue(child, object_dir))
+                result.issues.append(_unread_folder(child, object_dir))
         for parent, known in (
             (object_dir / "train", (NORMAL,)),
             (object_dir / "validation", (NORMAL,)),
@@ -110,7 +111,7 @@ class MVTecAD2Reader(LayoutReader):
         ):
             for child in sorted_dirs(parent):
                 if child.name not in known:
-                    result.issues.append(unread_folder_issue(child, parent))
+                    result.issues.append(_unread_folder(child, parent))
 
     def _scan_defects(self, dataset: str, root: Path, object_dir: Path, result: ScanResult) -> None:
         """``test_public/bad`` images paired by stem with ``ground_truth/bad/<stem>_mask.png``;
@@ -161,11 +162,5 @@ def unlabelled_test_issue(folder: Path) -> Issue:
     )
 
 
-def unread_folder_issue(folder: Path, parent: Path) -> Issue:
-    return Issue(
-        "ignored",
-        "stray_folder",
-        str(folder),
-        f"folder the MVTec AD 2 layout does not read in {parent}",
-        "move it out of the dataset root if it holds images",
-    )
+def _unread_folder(folder: Path, parent: Path) -> Issue:
+    return unread_folder_issue(folder, f"folder the MVTec AD 2 layout does not read in {parent}")

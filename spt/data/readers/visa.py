@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,22 +144,11 @@ class VisAReader(LayoutReader):
             return None
         result.accounted.append(path)
         fix = f"restore the publisher's {path.parent.name}/{ANNO_CSV}"
-        try:
-            with path.open(newline="") as handle:
-                reader = csv.DictReader(handle)
-                header = tuple(reader.fieldnames or ())
-                if not set(ANNO_COLUMNS) <= set(header):
-                    raise SuiteError(
-                        f"{path}: header {','.join(header)!r} lacks columns "
-                        f"{','.join(ANNO_COLUMNS)}; {fix}"
-                    )
-                return {
-                    (row["image"] or "").strip(): row["label"] or ""
-                    for row in reader
-                    if row["image"]
-                }
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise SuiteError(f"{path}: unreadable CSV ({exc}); {fix}") from None
+        return {
+            (row["image"] or "").strip(): row["label"] or ""
+            for _, row in _csv_rows(path, ANNO_COLUMNS, fix)
+            if row["image"]
+        }
 
     def _read_split_csv(self, path: Path, result: ScanResult) -> dict[str, str] | None:
         """``image path -> split`` from 1cls.csv, or None (with a report entry) when absent."""
@@ -174,26 +164,30 @@ class VisAReader(LayoutReader):
             )
             return None
         result.accounted.append(path)
-        try:
-            with path.open(newline="") as handle:
-                reader = csv.DictReader(handle)
-                header = tuple(reader.fieldnames or ())
-                if not set(CSV_COLUMNS) <= set(header):
-                    raise SuiteError(
-                        f"{path}: header {','.join(header)!r} lacks columns {','.join(CSV_COLUMNS)}; "
-                        "restore the publisher's split_csv/1cls.csv"
-                    )
-                listed: dict[str, str] = {}
-                for row in reader:
-                    split = (row["split"] or "").strip().lower()
-                    if split not in ("train", "test"):
-                        raise SuiteError(
-                            f"{path} line {reader.line_num}: split {row['split']!r} is not "
-                            "train or test; restore the publisher's split_csv/1cls.csv"
-                        )
-                    listed[row["image"].strip()] = split
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise SuiteError(
-                f"{path}: unreadable CSV ({exc}); restore the publisher's split_csv/1cls.csv"
-            ) from None
+        fix = "restore the publisher's split_csv/1cls.csv"
+        listed: dict[str, str] = {}
+        for line, row in _csv_rows(path, CSV_COLUMNS, fix):
+            split = (row["split"] or "").strip().lower()
+            if split not in ("train", "test"):
+                raise SuiteError(
+                    f"{path} line {line}: split {row['split']!r} is not train or test; {fix}"
+                )
+            listed[row["image"].strip()] = split
         return listed
+
+
+def _csv_rows(path: Path, columns: tuple[str, ...], fix: str) -> Iterator[tuple[int, dict]]:
+    """``(line number, row)`` of a publisher's CSV whose header must hold ``columns``; a
+    missing column or an undecodable file is one SuiteError ending in ``fix``."""
+    try:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            header = tuple(reader.fieldnames or ())
+            if not set(columns) <= set(header):
+                raise SuiteError(
+                    f"{path}: header {','.join(header)!r} lacks columns {','.join(columns)}; {fix}"
+                )
+            for row in reader:
+                yield reader.line_num, row
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise SuiteError(f"{path}: unreadable CSV ({exc}); {fix}") from None
