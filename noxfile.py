@@ -96,10 +96,12 @@ def bench(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def reproduce(session: nox.Session) -> None:
-    """The main job: the DVC pipeline (`dvc repro`; extra arguments go to dvc repro)."""
+    """The main job: the DVC pipeline (`dvc repro`; extra arguments go to dvc repro), then
+    `dvc plots show`, which writes the training curves and IoU plots to dvc_plots/index.html."""
     # DVC needs the raw-data folder of data.dvc to exist, even empty (a clone without data).
     (ROOT / "data").mkdir(exist_ok=True)
     _run_in_suite(session, "dvc", "repro", *session.posargs)
+    _run_in_suite(session, "dvc", "plots", "show")
 
 
 @nox.session(venv_backend="none")

@@ -19,7 +19,13 @@ from spt.errors import SuiteError
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Shows defaults and keeps the hand-wrapped descriptions as written."""
+    """Shows defaults and keeps the hand-wrapped descriptions as written. On/off flags and
+    options without a default get no "(default: ...)": False or None would read as a value."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.nargs == 0 or action.default is None:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -60,6 +60,24 @@ def test_help_states_no_default_that_is_not_one():
     assert "None" not in trained and "by default" not in trained
 
 
+def test_no_help_prints_a_python_value_as_a_default():
+    """An on/off flag or an option without a default shows no "(default: False)" or
+    "(default: None)"; every other default is shown."""
+    parser = build_parser()
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        text = " ".join(sub.format_help().split())
+        for bad in (
+            "(default: None)",
+            "(default: False)",
+            "(default: True)",
+            "(default: [",
+            "(default: '",
+        ):
+            assert bad not in text, f"spt {name} --help: {bad}"
+    report = " ".join(parser._subparsers._group_actions[0].choices["report"].format_help().split())
+    assert "(default: work/eval)" in report  # real defaults stay
+
+
 def test_prepare_no_progress_hides_the_bars(tmp_path, capsys):
     (tmp_path / "params.yaml").touch()
     argv = ["prepare", "--params", str(tmp_path / "params.yaml"), "--out", str(tmp_path / "p")]

@@ -20,7 +20,14 @@ from spt.harness.aggregate import MEAN_OVER_DATASETS
 from spt.reports.records import check_metric, check_records, with_method_labels
 
 GROUP = ["backbone", "prompt_mode", "label", "dataset"]
-__all__ = ["GROUP", "MEAN_OVER_DATASETS", "dataset_means", "per_seed_means", "seed_spread"]
+__all__ = [
+    "GROUP",
+    "MEAN_OVER_DATASETS",
+    "dataset_means",
+    "per_seed_mean_over_datasets",
+    "per_seed_means",
+    "seed_spread",
+]
 
 
 def per_seed_means(records: pd.DataFrame, metric: str = "iou") -> pd.Series:
@@ -45,6 +52,15 @@ def _mean_over_datasets(by_seed: pd.Series) -> pd.Series:
     means = aggregate.mean_over_datasets(frame, within=GROUP[:2], metrics=[metric])[metric]
     means = pd.concat({MEAN_OVER_DATASETS: means.dropna()}, names=["dataset"])
     return means.reorder_levels([*GROUP, "seed"])
+
+
+def per_seed_mean_over_datasets(records: pd.DataFrame, metric: str = "iou") -> pd.Series:
+    """Each seed's unweighted mean over datasets, indexed by (backbone, prompt_mode, label,
+    dataset = ``'mean'``, seed): the values whose spread :func:`seed_spread` summarises."""
+    by_seed = per_seed_means(records, metric)
+    if by_seed.empty:
+        return by_seed
+    return _mean_over_datasets(by_seed).rename(metric)
 
 
 def seed_spread(records: pd.DataFrame, metric: str = "iou") -> pd.DataFrame:
