@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a command may relaunch itself
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

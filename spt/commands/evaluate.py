@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 
 from spt.errors import SuiteError
 from spt.params import (
@@ -17,12 +20,12 @@ from spt.params import (
 
 NAME = "evaluate"
 #: Options that override evaluate.<same name> (checked as the params value would be).
-_EVALUATE_OPTIONS = ("datasets", "prompt_modes", "seed", "instances", "resize")
+_EVALUATE_OPTIONS = ("datasets", "prompt_modes", "seed", "instances", "resize", "processes")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from spt.harness.prompts import DEFAULT_PROMPT_MODES
-    from spt.harness.records import DEFAULT_OUT_ROOT
+    from spt.harness.records import DEFAULT_CHUNK_SIZE, DEFAULT_OUT_ROOT
 
     parser = sub.add_parser(
         NAME,
@@ -38,8 +41,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "prompt could be built), summary.csv and summary.md (mean per dataset and category,\n"
             "unweighted mean over datasets). Finished chunks are kept under parts/, so an\n"
             "interrupted run resumes; files are written atomically.\n"
+            "Several processes: --processes N on one machine, or any torchrun launch (one or\n"
+            "several nodes): chunk i goes to rank i mod N, each rank writes its own chunks,\n"
+            "rank 0 merges them; the records are the same bytes as one process's, and a rerun\n"
+            "after a killed rank redoes only that rank's unfinished chunks.\n"
             "Defaults come from params.yaml: evaluate.* (prompt_modes, seed, resize, instances,\n"
-            "mask_prompt_logit, datasets) and methods.<method>.* (the method's own params);\n"
+            "mask_prompt_logit, datasets, processes) and methods.<method>.* (the method's own\n"
+            "params);\n"
             "options given here override them. Protocol details: docs/harness.md."
         ),
     )
@@ -102,6 +110,22 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="input protocol: square = official, longest-side = SAM predictor (default: "
         "params evaluate.resize, else square)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="score with N processes on this machine: relaunches itself under `torchrun "
+        "--standalone --nproc_per_node N`; the records are the same bytes as with one "
+        "(default: params evaluate.processes, else 1). Under torchrun (one or several "
+        "nodes) the launcher's processes share the chunks and this is not needed",
+    )
+    parser.add_argument(
+        "--chunk-size",
+        type=int,
+        default=DEFAULT_CHUNK_SIZE,
+        help="images per resumable part file, the unit a killed run resumes from and that "
+        "processes share out",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -130,6 +154,9 @@ def _check_trained(args: argparse.Namespace, method_params: dict, backbone: str)
 def run(args: argparse.Namespace) -> int:
     from spt.harness.evaluate import EvaluationConfig, evaluate
     from spt.harness.method import method_params
+    from spt.harness.records import read_records
+    from spt.harness.shards import current_shard
+    from spt.harness.summary import headline_line
     from spt.sam import get_spec, resolve_device
 
     overrides = {f"evaluate.{key}": key for key in _EVALUATE_OPTIONS}
@@ -140,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     limit = getattr(args, "limit", None)
     if limit is not None and limit < 1:
         raise SuiteError(f"--limit {limit}: give a positive number of images")
+    if args.chunk_size < 1:
+        raise SuiteError(f"--chunk-size {args.chunk_size}: give a positive number of images")
     settings = params.evaluate
     if hasattr(args, "datasets"):
         datasets, where = list(settings.datasets), "--datasets"
@@ -172,8 +201,29 @@ def run(args: argparse.Namespace) -> int:
         resize=settings.resize,
         instances=settings.instances,
         mask_prompt_logit=settings.mask_prompt_logit,
+        chunk_size=args.chunk_size,
     )
+    if settings.processes > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch(args.argv, settings.processes)
     records = evaluate(config, progress=not args.no_progress)
-    print(f"records: {records}")
-    print(f"summary: {records.parent / 'summary.md'}")
+    if current_shard().is_main:
+        print(headline_line(read_records(records)))
+        print(f"records: {records}")
+        print(f"summary: {records.parent / 'summary.md'}")
     return 0
+
+
+def _relaunch(argv: list[str], processes: int) -> int:
+    """This evaluation again, as ``processes`` torchrun workers on this machine."""
+    rest, skip = [], False
+    for item in argv:  # drop --processes N: each worker is one of the N
+        if skip:
+            skip = False
+        elif item == "--processes":
+            skip = True
+        elif not item.startswith("--processes="):
+            rest.append(item)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    launcher += [f"--nproc_per_node={processes}", "-m", "spt.cli", *rest]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return subprocess.run(launcher, env=env).returncode

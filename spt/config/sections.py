@@ -197,6 +197,13 @@ class EvaluateSection:
         None, "datasets to score; null: pipeline.datasets (+ prepared optional ones)",
         nonempty=True,
     )  # fmt: skip
+    processes: int = setting(
+        1,
+        "processes per evaluation on this machine (torchrun --standalone underneath); the "
+        "records are the same for any number",
+        minimum=1,
+        maximum=1024,
+    )
 
     def problems(self) -> Iterator[tuple[str, str]]:
         yield from mode_problems("prompt_modes", self.prompt_modes)

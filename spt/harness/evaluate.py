@@ -11,17 +11,21 @@ on (method, backbone, checkpoint file, params, seed, modes, protocol, manifest, 
 :func:`record_code_digest`, the source of the code that turns them into records). A rerun skips
 chunks whose file exists, then merges the chunks into ``records.parquet`` (atomically) and writes
 ``summary.csv`` / ``summary.md``.
+
+Several processes: under torchrun each rank scores its share of the chunks and rank 0 merges
+them (:mod:`spt.harness.shards`); the merged records do not depend on the number of processes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +53,7 @@ from spt.harness.prompts import (
     validate_mode,
 )
 from spt.harness.records import (
+    DEFAULT_CHUNK_SIZE,
     DEFAULT_OUT_ROOT,
     RECORD_COLUMNS,
     RECORD_SCHEMA,
@@ -59,6 +64,7 @@ from spt.harness.records import (
     records_table,
     write_records,
 )
+from spt.harness.shards import Shard, current_shard, join, wait_for_all
 from spt.harness.summary import write_summary
 from spt.sam.checkpoint import sha256_of
 
@@ -84,7 +90,7 @@ class EvaluationConfig:
     resize: str = "square"  # input protocol, see spt.harness.preprocess
     instances: bool = False  # one prompt per connected component instead of per image
     mask_prompt_logit: float = DEFAULT_MASK_PROMPT_LOGIT
-    chunk_size: int = 64  # images per resumable part file
+    chunk_size: int = DEFAULT_CHUNK_SIZE  # images per resumable part file
     example_images: int = 3  # per dataset: predicted masks kept for qualitative figures
     example_modes: tuple[str, ...] = ("box",)  # prompt modes whose example masks are kept
 
@@ -292,10 +298,17 @@ def _part_name(
 
 def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
     """Run (or resume) one evaluation; return the path of the merged records file. The output
-    folder is locked meanwhile (:func:`spt.artifacts.folder_lock`)."""
+    folder is locked meanwhile (:func:`spt.artifacts.folder_lock`). Under torchrun every rank
+    calls it; rank 0 returns once the merged file is written, the others once their chunks are
+    (the path they return is written by rank 0)."""
+    shard = current_shard()
+    config = replace(config, device=shard.device(config.device))
     plans = _plans(config)
-    with folder_lock(config.out_dir, "evaluate"):
-        return _run(config, plans, progress)
+    join(shard, config.device)
+    # rank 0 alone holds the lock: it merges, and other ranks write only their own chunks
+    lock = folder_lock(config.out_dir, "evaluate") if shard.is_main else contextlib.nullcontext()
+    with lock:
+        return _run(config, plans, progress, shard)
 
 
 def _plans(config: EvaluationConfig) -> list:
@@ -323,7 +336,7 @@ def _plans(config: EvaluationConfig) -> list:
     return plans
 
 
-def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
+def _run(config: EvaluationConfig, plans: list, progress: bool, shard: Shard) -> Path:
     code = record_code_digest(config.method)
     weights = weights_identity(config)
 
@@ -333,15 +346,20 @@ def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
     part_files: list[Path] = []
     cached: dict[Path, tuple[pa.Table, dict]] = {}  # earlier runs' chunks: records, examples
     method: Method | None = None
+    rank_label = f"[rank {shard.rank}/{shard.world}] " if shard.world > 1 else ""
+    chunk_index = -1  # over the whole run: chunk i belongs to rank i mod world
     for dataset, manifest_dir, manifest_hash, rows in plans:
         chunks = [
             rows.iloc[i : i + config.chunk_size] for i in range(0, len(rows), config.chunk_size)
         ]
         todo = []
         for chunk in chunks:
+            chunk_index += 1
             ids = list(chunk["image_id"])
             part = parts_dir / _part_name(config, dataset, manifest_hash, ids, code)
             part_files.append(part)
+            if not shard.owns(chunk_index):
+                continue  # its owner checks and writes it; rank 0 reads it at the merge
             earlier = _cached_part(part) if part.exists() else None
             if earlier is None:
                 todo.append((chunk, part))
@@ -369,7 +387,7 @@ def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
             evaluator = ImageEvaluator(method, config)
         bar = tqdm(
             total=sum(len(chunk) for chunk, _ in todo),
-            desc=f"{config.method}/{config.backbone} {dataset}",
+            desc=f"{rank_label}{config.method}/{config.backbone} {dataset}",
             unit="img",
             disable=not progress,
         )
@@ -399,6 +417,9 @@ def _run(config: EvaluationConfig, plans: list, progress: bool) -> Path:
                 save_examples(evaluator.kept, _examples_part(part))
                 write_records(records_table(records), part, run_numerics)
 
+    wait_for_all(shard)
+    if not shard.is_main:
+        return records_path
     merged = pa.concat_tables([cached[p][0] if p in cached else _read_part(p) for p in part_files])
     merged_numerics = _merged_numerics(run_numerics, part_files)
     write_records(merged, records_path, merged_numerics, weights)

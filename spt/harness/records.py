@@ -37,6 +37,8 @@ from spt.artifacts import replace_atomically
 from spt.errors import SuiteError
 
 DEFAULT_OUT_ROOT = Path("work/eval")  # where `spt evaluate` writes unless told otherwise
+#: Images per resumable part file of an evaluation, and the unit processes share out.
+DEFAULT_CHUNK_SIZE = 64
 
 RECORD_SCHEMA = pa.schema(
     [

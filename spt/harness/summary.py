@@ -84,3 +84,19 @@ def write_summary(
         text = f"Numbers {numerics_line}.\n\n{text}"
     write_output(folder / "summary.md", lambda tmp: Path(tmp).write_text(text))
     return summary
+
+
+def headline_line(records: pd.DataFrame, metric: str = "iou") -> str:
+    """One line with the unweighted mean over datasets of ``metric`` per prompt mode, of each
+    stage: what an evaluation prints when it ends."""
+    per_dataset = group_means(records, ["stage", "prompt_mode", "dataset"], [metric])
+    means = mean_over_datasets(per_dataset, within=["stage", "prompt_mode"], metrics=[metric])
+    n_datasets = records["dataset"].nunique()
+    parts = []
+    for stage, by_mode in means[metric].groupby(level="stage", sort=True):
+        shown = ", ".join(
+            f"{mode} {value:.3f}" if math.isfinite(value) else f"{mode} -"
+            for (_, mode), value in by_mode.items()
+        )
+        parts.append(f"{stage}: {shown}")
+    return f"mean {metric.upper()} over {n_datasets} dataset(s): " + "; ".join(parts)
