@@ -1,4 +1,4 @@
-"""Sessions of the suite: tests, lint, bench, reproduce, lock.
+"""Sessions of the suite: tests, lint, bench, reproduce, regress, rehearse, lock.
 
 The sessions that need torch share ONE environment, ``.nox/suite`` (about 5.5 GB with the CUDA
 build of torch), built once from ``constraints.txt`` and rebuilt only when ``pyproject.toml``,
@@ -115,6 +115,15 @@ def regress(session: nox.Session) -> None:
         session, "spt", "regress", "--records", "work/eval",
         "--reference", "reports/reference/embedded_metrics.json", *session.posargs,
     )  # fmt: skip
+
+
+@nox.session(venv_backend="none")
+def rehearse(session: nox.Session) -> None:
+    """A scale rehearsal before renting GPUs (`spt rehearse --help`): vit_b at 1024 px on a few
+    images, every method and prompt mode, timed, with the paper protocol's cost extrapolated.
+    Extra arguments go to spt rehearse (e.g. -- --backbone vit_l --device cuda)."""
+    (ROOT / "data").mkdir(exist_ok=True)
+    _run_in_suite(session, "spt", "rehearse", *session.posargs)
 
 
 @nox.session(venv_backend="none")

@@ -99,14 +99,15 @@ def test_a_killed_run_resumes_without_redoing_finished_chunks(
 ):
     _, reference = one_process
     out = tmp_path / "killed"
-    argv = [*_torchrun(2), "-m", "spt.cli", *_args(synthetic_prepared, out)]
+    # one image per chunk: the kill after the first chunk leaves most of them unwritten
+    argv = [*_torchrun(2), "-m", "spt.cli", *_args(synthetic_prepared, out, "--chunk-size", "1")]
     parts = out / "ev" / "zero_shot" / "tiny" / "parts"
     proc = subprocess.Popen(argv, env=_env(), start_new_session=True)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:
         if len(list(parts.glob("*.parquet"))) >= 1:
             break
-        time.sleep(0.01)
+        time.sleep(0.002)
     os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-run
     proc.wait()
     assert not (parts.parent / "records.parquet").exists(), "the run finished before the kill"
