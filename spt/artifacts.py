@@ -58,6 +58,15 @@ def _flush_to_disk(path: str) -> None:
         os.close(fd)
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in 4 MiB blocks (checkpoints are gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def replace_atomically(path: Path, write: Callable[[str], None]) -> None:
     """Create ``path``'s folder, call ``write(temp_path)``, flush it to disk (fsync), then rename
     the temp file onto ``path`` with :func:`usual_mode`; on any error (or a kill between the

@@ -9,15 +9,15 @@ synthetic dataset, one trained method, one epoch, box prompts), about two minute
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from tests.external_tools import run_tool, tool
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADLINE = "metrics/headline.json"
@@ -37,33 +37,10 @@ SMALL = {
 TWO_LRS = (0.001, 0.01)  # the two experiments differ in train.lr
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if not found:
-        pytest.skip(f"`{name}` is not installed in this environment (nox -s tests installs it)")
-    return found
-
-
-def run(*argv: str, cwd: Path, timeout: int = 900) -> str:
-    env = {**os.environ, "SPT_NUMERICS": "portable", "PYTHONUNBUFFERED": "1"}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(
-        GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@t",
-    )  # fmt: skip
-    done = subprocess.run(
-        list(argv), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, (
-        f"{' '.join(argv)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    )
-    return done.stdout
-
-
 def copy_checkout(target: Path) -> None:
     """The tracked and untracked-but-not-ignored files of this checkout (what a commit of the
     working tree would hold), as a fresh git repository with one commit."""
-    git = _tool("git")
+    git = tool("git")
     listing = subprocess.run(
         [git, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, capture_output=True, check=True,
@@ -82,20 +59,20 @@ def copy_checkout(target: Path) -> None:
             node = node[part]
         node[rest[-1]] = value
     (target / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    run(git, "init", "-q", cwd=target)
-    run(git, "add", "-A", cwd=target)
-    run(git, "commit", "-qm", "copy", cwd=target)
+    run_tool(git, "init", "-q", cwd=target)
+    run_tool(git, "add", "-A", cwd=target)
+    run_tool(git, "commit", "-qm", "copy", cwd=target)
 
 
 @pytest.fixture(scope="module")
 def experiments(tmp_path_factory):
-    _tool("git")
-    dvc = _tool("dvc")
+    tool("git")
+    dvc = tool("dvc")
     repo = tmp_path_factory.mktemp("dvc_exp")
     copy_checkout(repo)
     for lr in TWO_LRS:
-        run(dvc, "exp", "run", "-n", f"lr{lr}", "-S", f"train.lr={lr}", cwd=repo)
-    shown = json.loads(run(dvc, "exp", "show", "--json", cwd=repo))
+        run_tool(dvc, "exp", "run", "-n", f"lr{lr}", "-S", f"train.lr={lr}", cwd=repo)
+    shown = json.loads(run_tool(dvc, "exp", "show", "--json", cwd=repo))
     return repo, shown
 
 
@@ -136,7 +113,7 @@ def test_exp_show_holds_the_headline_metric_of_both_experiments(experiments):
 def test_plots_show_writes_a_page_with_the_three_plots(experiments):
     repo, _ = experiments
     out = repo / "page"
-    run(_tool("dvc"), "plots", "show", "-o", str(out), cwd=repo)
+    run_tool(tool("dvc"), "plots", "show", "-o", str(out), cwd=repo)
     page = (out / "index.html").read_text()
     specs = re.findall(r"var spec = (\{.*?\});\n", page, flags=re.S)
     assert len(specs) == 3, page[:2000]

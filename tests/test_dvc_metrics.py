@@ -4,10 +4,7 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +13,7 @@ import pytest
 
 from spt.cli import main
 from spt.harness.records import records_table, write_records
+from tests.external_tools import run_tool, tool
 from tests.test_report import BACKBONE, DATASETS, STAGES, expected_means, fake_records
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -154,38 +152,23 @@ def test_another_backbone_is_one_line(written, capsys):
 # --- dvc metrics diff -------------------------------------------------------------------------
 
 
-def _tool(name: str) -> str:
-    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
-    if not found:
-        pytest.skip(f"`{name}` is not installed in this environment (nox -s tests installs it)")
-    return found
-
-
-def _run(*argv: str, cwd: Path) -> str:
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t"}
-    env |= {"GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    done = subprocess.run(list(argv), cwd=cwd, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, f"{' '.join(argv)}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
 def test_dvc_metrics_diff_shows_a_planted_change(tmp_path):
     """The project's own dvc.yaml declares the metrics; two commits of `spt metrics` output,
     the second from records where lora's box IoU on one dataset rose by 0.3."""
-    git, dvc = _tool("git"), _tool("dvc")
+    git, dvc = tool("git"), tool("dvc")
     repo = tmp_path / "repo"
     repo.mkdir()
     for name in ("dvc.yaml", "params.yaml"):
         shutil.copy2(ROOT / name, repo / name)
     shutil.copytree(ROOT / ".dvc" / "plots", repo / ".dvc" / "plots")
-    _run(git, "init", "-q", cwd=repo)
-    _run(dvc, "init", "-q", "--force", cwd=repo)
+    run_tool(git, "init", "-q", cwd=repo)
+    run_tool(dvc, "init", "-q", "--force", cwd=repo)
     records = fake_records((0,))
     inputs = tmp_path / "inputs"
     write_inputs(inputs, records)
     assert run_metrics(inputs, repo / "metrics") == 0
-    _run(git, "add", "-A", cwd=repo)
-    _run(git, "commit", "-qm", "before", cwd=repo)
+    run_tool(git, "add", "-A", cwd=repo)
+    run_tool(git, "commit", "-qm", "before", cwd=repo)
 
     planted = 0.3
     for r in records:
@@ -195,9 +178,9 @@ def test_dvc_metrics_diff_shows_a_planted_change(tmp_path):
                 r["biou"] = r["iou"] / 2
     write_inputs(inputs, records)
     assert run_metrics(inputs, repo / "metrics") == 0
-    _run(git, "commit", "-qam", "after", cwd=repo)
+    run_tool(git, "commit", "-qam", "after", cwd=repo)
 
-    diff = json.loads(_run(dvc, "metrics", "diff", "HEAD~1", "HEAD", "--json", cwd=repo))
+    diff = json.loads(run_tool(dvc, "metrics", "diff", "HEAD~1", "HEAD", "--json", cwd=repo))
     changed = {key: values for per_file in diff.values() for key, values in per_file.items()}
     # the unweighted mean over the two datasets moves by planted / 2, the dataset by planted
     assert changed["box.lora.final.iou"]["diff"] == pytest.approx(planted / 2, abs=2e-6)
@@ -205,6 +188,6 @@ def test_dvc_metrics_diff_shows_a_planted_change(tmp_path):
     assert changed["box.lora.final.biou"]["diff"] == pytest.approx(planted / 4, abs=2e-6)
     assert not any(key.startswith("box.spt") for key in changed)
     assert not any(".points-1." in key or key.startswith("points-1.lora") for key in changed)
-    table = _run(dvc, "metrics", "diff", "HEAD~1", "--md", cwd=repo)
+    table = run_tool(dvc, "metrics", "diff", "HEAD~1", "--md", cwd=repo)
     assert "box.lora.final.iou" in table and "metrics/headline.json" in table
     assert np.isfinite(changed["box.lora.final.iou"]["new"])

@@ -7,9 +7,10 @@ import pickle
 import pytest
 import torch
 
+from spt.artifacts import file_sha256
 from spt.errors import SuiteError
 from spt.sam import BACKBONES, build_sam, choose_checkpoint, get_spec, load_sam, resolve_device
-from spt.sam.checkpoint import detect_backbone, sha256_of
+from spt.sam.checkpoint import detect_backbone
 
 
 def _param_count(module: torch.nn.Module) -> int:
@@ -245,7 +246,7 @@ def test_published_name_with_wrong_hash(tmp_path, tiny_checkpoint):
     good, _ = tiny_checkpoint
     path = tmp_path / "sam_vit_b_01ec64.pth"
     path.write_bytes(good.read_bytes())
-    assert not sha256_of(path).startswith("01ec64")
+    assert not file_sha256(path).startswith("01ec64")
     message = _one_line_error(path, backbone="vit_b")
     assert "sha256" in message and "01ec64" in message and "download it again" in message
 

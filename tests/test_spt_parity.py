@@ -26,14 +26,14 @@ FIXTURE_SHA256 = "dad31c1873b013266bbed597c58427e3e2c3c12919ca3150a629e10b10d87d
 SHARED_ORIGINAL = Path(__file__).resolve().parents[2] / "shared/fixtures/official_spt_tiny.pt"
 
 
-def sha256_of(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     with path.open("rb") as file:
         return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def test_fixture_is_the_recorded_file(fixture_path):
     """The committed bytes, not a Git LFS pointer or a re-saved copy (tests/fixtures/README.md)."""
-    assert sha256_of(fixture_path) == FIXTURE_SHA256
+    assert file_sha256(fixture_path) == FIXTURE_SHA256
 
 
 def test_fixture_equals_the_shared_original(fixture_path):
@@ -41,7 +41,7 @@ def test_fixture_equals_the_shared_original(fixture_path):
         pytest.skip(
             f"{SHARED_ORIGINAL} is absent (../shared ships only with the project's machines)"
         )
-    assert sha256_of(fixture_path) == sha256_of(SHARED_ORIGINAL)
+    assert file_sha256(fixture_path) == file_sha256(SHARED_ORIGINAL)
 
 
 @pytest.fixture(scope="module")

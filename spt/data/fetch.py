@@ -26,7 +26,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from spt.artifacts import folder_lock, publish_folder
+from spt.artifacts import file_sha256, folder_lock, publish_folder
 from spt.errors import SuiteError
 
 #: The publisher's repository (its name ends with a dot).
@@ -105,14 +105,6 @@ def all_files(root: Path) -> list[str]:
         rel = Path(folder).relative_to(root)
         found.extend((rel / name).as_posix() for name in files)
     return sorted(found)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def content_hash(root: Path, files: list[str] | None = None) -> str:

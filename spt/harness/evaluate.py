@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from spt import codegraph, numerics
-from spt.artifacts import folder_lock, load_trained, read_examples, save_examples
+from spt.artifacts import file_sha256, folder_lock, load_trained, read_examples, save_examples
 from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.data.stable_random import keyed_rank
@@ -66,7 +66,6 @@ from spt.harness.records import (
 )
 from spt.harness.shards import Shard, current_shard, join, wait_for_all
 from spt.harness.summary import write_summary
-from spt.sam.checkpoint import sha256_of
 
 DEFAULT_PREPARED_ROOT = Path("work/prepared")
 
@@ -244,7 +243,7 @@ def weights_identity(config: EvaluationConfig) -> dict:
         if path is None:
             return None
         file = Path(path)
-        return {"path": file.as_posix(), "sha256": sha256_of(file) if file.is_file() else None}
+        return {"path": file.as_posix(), "sha256": file_sha256(file) if file.is_file() else None}
 
     official = config.method_params.get("official_checkpoint") or None
     return {

@@ -67,11 +67,17 @@ def current_shard() -> Shard:
     return Shard(rank, world, _env_int("LOCAL_RANK", 0))
 
 
-def join(shard: Shard, device: str) -> None:
-    """Join the process group torchrun set up (gloo on CPU, nccl on CUDA), once."""
+def join(
+    shard: Shard, device: str | torch.device, timeout: timedelta | None = BARRIER_TIMEOUT
+) -> None:
+    """Join the process group torchrun set up (gloo on CPU, nccl on CUDA), once.
+
+    ``timeout``: how long a collective waits; None keeps torch's default (training, whose
+    all-reduces are seconds apart, should fail fast when a rank dies)."""
     if shard.world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.device(device).type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=BARRIER_TIMEOUT)
+        extra = {} if timeout is None else {"timeout": timeout}
+        dist.init_process_group(backend=backend, **extra)
 
 
 def wait_for_all(shard: Shard) -> None:

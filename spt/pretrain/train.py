@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from segment_anything.modeling import Sam
 
-from spt.artifacts import save_torch, write_text_atomically
+from spt.artifacts import file_sha256, save_torch, write_text_atomically
 from spt.config import PretrainSection, override
 from spt.config.schema import build
 from spt.data.stable_random import stable_rng, torch_seed
@@ -213,14 +213,6 @@ def write_json_atomic(obj: Any, path: Path) -> None:
 
 def _warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_log(out_dir: Path) -> dict[str, Any] | None:

@@ -10,7 +10,6 @@ backbone, or keys that do not fit SAM.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import re
@@ -21,6 +20,7 @@ from pathlib import Path
 import torch
 from segment_anything.modeling import Sam
 
+from spt.artifacts import file_sha256
 from spt.errors import SuiteError
 from spt.sam.backbones import BACKBONES, build_sam, get_spec
 
@@ -36,14 +36,6 @@ class CheckpointChoice:
     backbone: str
     path: Path | None  # None: random initialisation (tiny without a checkpoint)
     source: str  # human-readable origin of the choice
-
-
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def choose_checkpoint(
@@ -93,7 +85,7 @@ def verify_published_hash(path: Path) -> None:
     for spec in BACKBONES.values():
         if spec.published_file == path.name:
             prefix = spec.published_sha256_prefix
-            actual = sha256_of(path)
+            actual = file_sha256(path)
             if not actual.startswith(prefix):
                 raise SuiteError(
                     f"{path}: sha256 starts with {actual[:6]}, but the published {path.name} "

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -39,6 +38,7 @@ from spt.artifacts import assign_named_tensors, save_torch
 from spt.config.checks import is_number, range_text
 from spt.data.stable_random import keyed_int, torch_seed
 from spt.errors import SuiteError
+from spt.harness.shards import Shard, current_shard, join
 
 # Validation rules of the optimisation knobs: key -> (integer?, lower bound, bound excluded?).
 TRAIN_RULES: dict[str, tuple[bool, float, bool]] = {
@@ -132,25 +132,11 @@ def epoch_order(image_ids: Sequence[str], seed: int, epoch: int) -> list[int]:
     return sorted(range(len(image_ids)), key=lambda i: (keys[i], image_ids[i]))
 
 
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group that torchrun describes in the environment, if any."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+def init_distributed(device: torch.device) -> Shard:
+    """This process's place among torchrun's processes, joining their group if there are any."""
+    shard = current_shard()
+    join(shard, device, timeout=None)
+    return shard
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -256,9 +242,9 @@ def train(
     out_dir = Path(out_dir)
     device = torch.device(device)
     info = init_distributed(device)
-    if config.batch_size % info.world_size:
+    if config.batch_size % info.world:
         raise SuiteError(
-            f"train.batch_size {config.batch_size} is not divisible by the {info.world_size} "
+            f"train.batch_size {config.batch_size} is not divisible by the {info.world} "
             "processes; set a multiple of the process count"
         )
     if len(image_ids) < config.batch_size:
@@ -301,11 +287,11 @@ def train(
         start_epoch, history = saved["epoch"], saved["history"]
 
     wrapped: nn.Module = model
-    if info.world_size > 1:
+    if info.world > 1:
         ids = [device.index] if device.type == "cuda" else None
         wrapped = nn.parallel.DistributedDataParallel(model, device_ids=ids)
 
-    share = config.batch_size // info.world_size
+    share = config.batch_size // info.world
     last_epoch = (
         config.epochs if stop_after_epochs is None else min(config.epochs, stop_after_epochs)
     )
@@ -355,7 +341,7 @@ def train(
                 },
                 state_path,
             )
-        if info.world_size > 1:
+        if info.world > 1:
             dist.barrier()
     model.eval()
     done = min(last_epoch, config.epochs)
