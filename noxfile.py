@@ -87,10 +87,13 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def bench(session: nox.Session) -> None:
-    """Time the benchmarks under benchmarks/ (pytest-benchmark); ratios are in extra_info."""
+    """Time the benchmarks under benchmarks/ (pytest-benchmark) at tiny and vit_b (random
+    weights; SPT_BENCH_BACKBONES=tiny for a quick look); each prints its ratio, and the ratios
+    are in extra_info (--benchmark-json FILE keeps them). About an hour on 2 CPU cores."""
     _run_in_suite(
-        session, "python", "-m", "pytest", "benchmarks", "--benchmark-only",
+        session, "python", "-m", "pytest", "benchmarks", "--benchmark-only", "-s",
         "--benchmark-columns=min,median,mean,stddev,rounds", *session.posargs,
+        env={"SPT_BENCH_BACKBONES": os.environ.get("SPT_BENCH_BACKBONES", "tiny,vit_b")},
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from spt.harness.compute import in_fp32
 from spt.training.losses import dice_loss
 
 WESAM_TEMPERATURE = 0.3
@@ -26,6 +27,7 @@ def pseudo_labels(teacher_logits: torch.Tensor) -> torch.Tensor:
     return (teacher_logits.detach() > 0).to(teacher_logits.dtype)
 
 
+@in_fp32
 def anchor_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, anchor_logits: torch.Tensor
 ) -> torch.Tensor:
@@ -68,6 +70,7 @@ def instance_features(
     return F.normalize(pooled, dim=1)
 
 
+@in_fp32
 def instance_contrastive_loss(
     teacher_embedding: torch.Tensor,
     anchor_embedding: torch.Tensor,

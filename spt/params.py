@@ -128,3 +128,38 @@ def distinct_names(names: list[str], where: str) -> list[str]:
     if repeated:
         raise SuiteError(f"dataset(s) {', '.join(repeated)} given more than once in {where}")
     return names
+
+
+def add_compute_options(parser: Any, section: str, training: bool = False) -> None:
+    """--precision and --attention (and --checkpoint-encoder when ``training``), overriding
+    ``<section>.precision`` etc.; read them back with :func:`compute_overrides`."""
+    import argparse
+
+    parser.add_argument(
+        "--precision",
+        choices=("fp32", "bf16", "fp16"),
+        default=argparse.SUPPRESS,
+        help=f"autocast precision (default: {section}.precision, else fp32; docs/scale.md)",
+    )
+    parser.add_argument(
+        "--attention",
+        choices=("sam", "sdpa"),
+        default=argparse.SUPPRESS,
+        help=f"image-encoder attention kernel (default: {section}.attention, else sam)",
+    )
+    if training:
+        parser.add_argument(
+            "--checkpoint-encoder",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="recompute the encoder blocks in backward: less memory, same gradients "
+            "(default: train.checkpoint_encoder)",
+        )
+
+
+def compute_overrides(section: str, training: bool = False) -> dict[str, str]:
+    """The ``overrides`` mapping of :func:`command_params` for :func:`add_compute_options`."""
+    keys = {f"{section}.precision": "precision", f"{section}.attention": "attention"}
+    if training:
+        keys[f"{section}.checkpoint_encoder"] = "checkpoint_encoder"
+    return keys

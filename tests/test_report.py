@@ -218,7 +218,8 @@ def test_readme_indexes_every_file_and_the_headline(report):
     _, records, _, out = report
     text = (out / "README.md").read_text()
     written = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "README.md")
-    assert len(written) == 2 * 3 + 2 + 1 + 2 + 2  # tables, significance, spread, bars, overlays
+    # tables, significance, spread, bars, overlays, cost (md + csv)
+    assert len(written) == 2 * 3 + 2 + 1 + 2 + 2 + 2
     for path in written:
         link = path.relative_to(out).as_posix()
         assert f"[{link}]({link})" in text

@@ -169,3 +169,29 @@ def test_swapped_decoders_break_parity(fixture):
     case = fixture["cases"][0]
     got = run_case(model, case)[0]
     assert max_abs(got["low_res_logits_draft"], case["outputs"][0]["low_res_logits_draft"]) > 1e-2
+
+
+#: bf16 autocast against the official fp32 logits, max |difference| over every case and image
+#: (measured 2026-12-04 on an AVX-512/AMX Xeon; docs/scale.md): a bound with margin, so a
+#: broken low-precision path (wrong casts, a loss of the relation) fails while bf16's own
+#: rounding (8 mantissa bits) passes.
+BF16_LOGIT_BOUND = 1.0
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_low_precision_stays_near_the_official_fp32_logits(fixture, precision):
+    from spt.harness.compute import autocast
+
+    worst, sign_flips, total = 0.0, 0, 0
+    for case in fixture["cases"]:
+        model = spt_from_fixture(fixture, case["vatt_alpha"])
+        with autocast("cpu", precision):
+            ours = run_case(model, case)
+        for got, want in zip(ours, case["outputs"], strict=True):
+            for key in ("low_res_logits_draft", "low_res_logits"):
+                worst = max(worst, max_abs(got[key].float(), want[key]))
+                flips = (got[key].float() > 0) != (want[key] > 0)
+                sign_flips, total = sign_flips + int(flips.sum()), total + flips.numel()
+    print(f"{precision}: max |logit diff| {worst:.3g}, mask flips {sign_flips}/{total}")
+    assert 0 < worst <= BF16_LOGIT_BOUND  # > 0: autocast did run in lower precision
+    assert sign_flips / total < 0.01

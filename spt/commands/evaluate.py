@@ -10,9 +10,11 @@ import sys
 from spt.errors import SuiteError
 from spt.params import (
     PIPELINE_OVERRIDES,
+    add_compute_options,
     add_params_option,
     add_pipeline_options,
     command_params,
+    compute_overrides,
     distinct_names,
     pipeline_datasets,
     pipeline_options,
@@ -53,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     parser.add_argument("--method", default="zero_shot", help="registered method name")
     add_pipeline_options(parser)
+    add_compute_options(parser, "evaluate")
     parser.add_argument(
         "--datasets",
         nargs="+",
@@ -160,6 +163,7 @@ def run(args: argparse.Namespace) -> int:
     from spt.sam import get_spec, resolve_device
 
     overrides = {f"evaluate.{key}": key for key in _EVALUATE_OPTIONS}
+    overrides |= compute_overrides("evaluate")
     params = command_params(args, {**PIPELINE_OVERRIDES, **overrides})
     backbone, checkpoint, roots = pipeline_options(params)
     get_spec(backbone)
@@ -202,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
         instances=settings.instances,
         mask_prompt_logit=settings.mask_prompt_logit,
         chunk_size=args.chunk_size,
+        precision=settings.precision,
+        attention=settings.attention,
     )
     if settings.processes > 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(args.argv, settings.processes)

@@ -8,6 +8,7 @@ from spt.config import override
 from spt.errors import SuiteError
 from spt.params import (
     PIPELINE_OVERRIDES,
+    add_compute_options,
     add_params_option,
     add_pipeline_options,
     command_params,
@@ -20,7 +21,7 @@ NAME = "train"
 
 _CONFIG_KEYS = (
     "epochs", "batch_size", "lr", "weight_decay", "lr_step_epochs", "lr_gamma", "warmup_steps",
-    "grad_clip", "seed",
+    "grad_clip", "seed", "precision",
 )  # fmt: skip
 
 
@@ -71,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="override train.batch_size (global)",
     )
     parser.add_argument("--seed", type=int, default=argparse.SUPPRESS, help="override train.seed")
+    add_compute_options(parser, "train", training=True)
     parser.add_argument(
         "--limit", type=int, default=None, help="first N training images per dataset (quick look)"
     )
@@ -94,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from spt.artifacts import plain
     from spt.harness.method import build_method, check_trainable, method_class, method_params
     from spt.sam import get_spec, resolve_device
+    from spt.sam.attention import set_attention
+    from spt.sam.checkpointing import checkpoint_encoder_blocks
     from spt.training.engine import TrainConfig
     from spt.training.run import train_method, training_rows
     from spt.training.samples import SampleOptions
@@ -110,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     own_params = method_params(params, args.method)  # the method's name and params, checked
     settings = params.train_for(args.method)
     # Laid over the merged settings, so a flag also beats methods.<method>.train.
-    for name in ("epochs", "batch_size", "seed"):
+    for name in ("epochs", "batch_size", "seed", "precision", "attention", "checkpoint_encoder"):
         if hasattr(args, name):
             settings = override(settings, name, getattr(args, name), "--" + name.replace("_", "-"))
     if hasattr(args, "datasets"):
@@ -137,10 +141,17 @@ def run(args: argparse.Namespace) -> int:
     )
     # The sample options shape the weights: in the fingerprint, so --resume refuses a change.
     config = TrainConfig(
-        **{k: getattr(settings, k) for k in _CONFIG_KEYS}, extra={"samples": plain(options)}
+        **{k: getattr(settings, k) for k in _CONFIG_KEYS},
+        extra={"samples": plain(options), "attention": settings.attention},
     )
     check_trainable(method_class(args.method))  # before the backbone is loaded
     method = build_method(args.method, backbone, checkpoint, device, own_params)
+    set_attention(method.network, settings.attention)
+    checkpointed = checkpoint_encoder_blocks(method.network, settings.checkpoint_encoder)
+    compute = {
+        "attention": settings.attention,
+        "checkpoint_encoder": bool(settings.checkpoint_encoder and checkpointed),
+    }
     rows = training_rows(roots, [str(d) for d in datasets], args.limit)
     out_dir = os.path.join(args.out, args.method, backbone)
     from spt.training.run import is_main_process
@@ -152,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
     )
     path, result = train_method(
         method, rows, config, options, out_dir, resume=args.resume, restart=args.restart,
-        device=device, progress=not args.no_progress,
+        device=device, progress=not args.no_progress, compute=compute,
     )  # fmt: skip
     last = result.history[-1] if result.history else {}
     say(

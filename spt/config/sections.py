@@ -169,6 +169,15 @@ class TrainSection:
     datasets: tuple[str, ...] | None = setting(
         None, "datasets to train on; null: pipeline.datasets", nonempty=True
     )
+    precision: Literal["fp32", "bf16", "fp16"] = setting(
+        "fp32", "autocast of the forward (losses stay fp32; fp16 adds a loss scaler)"
+    )
+    attention: Literal["sam", "sdpa"] = setting(
+        "sam", "image-encoder attention: SAM's own, or torch's scaled_dot_product_attention"
+    )
+    checkpoint_encoder: bool = setting(
+        False, "recompute the image-encoder blocks in backward (less memory, same gradients)"
+    )
 
     def problems(self) -> Iterator[tuple[str, str]]:
         yield from mode_problems("prompt_modes", self.prompt_modes)
@@ -203,6 +212,12 @@ class EvaluateSection:
         "records are the same for any number",
         minimum=1,
         maximum=1024,
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = setting(
+        "fp32", "autocast of encode and decode (IoU is computed on fp32 logits)"
+    )
+    attention: Literal["sam", "sdpa"] = setting(
+        "sam", "image-encoder attention: SAM's own, or torch's scaled_dot_product_attention"
     )
 
     def problems(self) -> Iterator[tuple[str, str]]:

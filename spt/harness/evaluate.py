@@ -42,6 +42,7 @@ from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.data.stable_random import keyed_rank
 from spt.errors import SuiteError
+from spt.harness.compute import autocast, check_attention, check_precision, peak_memory
 from spt.harness.method import Method, build_method, method_class
 from spt.harness.metrics import MaskScorer
 from spt.harness.preprocess import InputFrame, image_to_input, logits_to_original, mask_to_input
@@ -60,12 +61,14 @@ from spt.harness.records import (
     STATUS_NO_PROMPT,
     STATUS_OK,
     check_output_file,
+    read_cost,
     read_numerics,
     records_table,
     write_records,
 )
 from spt.harness.shards import Shard, current_shard, join, wait_for_all
 from spt.harness.summary import write_summary
+from spt.sam.attention import set_attention
 
 DEFAULT_PREPARED_ROOT = Path("work/prepared")
 
@@ -92,6 +95,8 @@ class EvaluationConfig:
     chunk_size: int = DEFAULT_CHUNK_SIZE  # images per resumable part file
     example_images: int = 3  # per dataset: predicted masks kept for qualitative figures
     example_modes: tuple[str, ...] = ("box",)  # prompt modes whose example masks are kept
+    precision: str = "fp32"  # autocast of encode and decode (spt.harness.compute)
+    attention: str = "sam"  # image-encoder attention kernel (spt.sam.attention)
 
     @property
     def out_dir(self) -> Path:
@@ -149,7 +154,8 @@ class ImageEvaluator:
         model_input = image_to_input(image, frame, method.device)
         _synchronise(method.device)
         start = time.perf_counter()
-        state = method.encode(model_input)
+        with autocast(method.device, config.precision):
+            state = method.encode(model_input)
         _synchronise(method.device)
         encode_seconds = time.perf_counter() - start
 
@@ -182,11 +188,12 @@ class ImageEvaluator:
                     records.append(_no_prompt(base, mode, stage, missing.reason))
                 continue
             start = time.perf_counter()
-            outputs = method.decode(state, prompt)
+            with autocast(method.device, config.precision):
+                outputs = method.decode(state, prompt)
             _synchronise(method.device)
             seconds = time.perf_counter() - start
             for stage in method.stages:
-                logits = logits_to_original(outputs[stage], frame)
+                logits = logits_to_original(outputs[stage].float(), frame)  # scored in fp32
                 # Instance prompts (N > 1) are merged into one prediction: the union of masks.
                 predicted = (logits.amax(dim=0)[0] > 0).cpu().numpy()
                 if keep and mode in config.example_modes:
@@ -300,6 +307,8 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
     folder is locked meanwhile (:func:`spt.artifacts.folder_lock`). Under torchrun every rank
     calls it; rank 0 returns once the merged file is written, the others once their chunks are
     (the path they return is written by rank 0)."""
+    check_precision(config.precision, "evaluate.precision / --precision")
+    check_attention(config.attention, "evaluate.attention / --attention")
     shard = current_shard()
     config = replace(config, device=shard.device(config.device))
     plans = _plans(config)
@@ -345,6 +354,16 @@ def _run(config: EvaluationConfig, plans: list, progress: bool, shard: Shard) ->
     part_files: list[Path] = []
     cached: dict[Path, tuple[pa.Table, dict]] = {}  # earlier runs' chunks: records, examples
     method: Method | None = None
+
+    def cost() -> dict:  # what a chunk cost beyond its timing columns, at the time it is written
+        return {
+            "device": config.device,
+            "precision": config.precision,
+            "attention": config.attention,
+            "processes": shard.world,
+            **peak_memory(config.device),
+        }
+
     rank_label = f"[rank {shard.rank}/{shard.world}] " if shard.world > 1 else ""
     chunk_index = -1  # over the whole run: chunk i belongs to rank i mod world
     for dataset, manifest_dir, manifest_hash, rows in plans:
@@ -376,6 +395,8 @@ def _run(config: EvaluationConfig, plans: list, progress: bool, shard: Shard) ->
             )
             if config.trained is not None:
                 load_trained(method, config.trained)
+            for module in method.torch_modules():
+                set_attention(module, config.attention)
             if weights["random_base"]:  # said once the weights are known to load
                 print(
                     f"warning: evaluating {config.method} on a randomly initialised "
@@ -414,14 +435,14 @@ def _run(config: EvaluationConfig, plans: list, progress: bool, shard: Shard) ->
                     bar.update(1)
                 # Examples first: the records part marks the chunk as done.
                 save_examples(evaluator.kept, _examples_part(part))
-                write_records(records_table(records), part, run_numerics)
+                write_records(records_table(records), part, run_numerics, cost=cost())
 
     wait_for_all(shard)
     if not shard.is_main:
         return records_path
     merged = pa.concat_tables([cached[p][0] if p in cached else _read_part(p) for p in part_files])
     merged_numerics = _merged_numerics(run_numerics, part_files)
-    write_records(merged, records_path, merged_numerics, weights)
+    write_records(merged, records_path, merged_numerics, weights, _merged_cost(part_files))
     write_summary(
         merged.to_pandas(),
         config.out_dir,
@@ -436,6 +457,21 @@ def _run(config: EvaluationConfig, plans: list, progress: bool, shard: Shard) ->
             examples.update(read_examples(_examples_part(part)))
     save_examples(examples, config.out_dir / "examples.npz")
     return records_path
+
+
+def _merged_cost(part_files: list[Path]) -> dict | None:
+    """The cost of the merged records: the chunks' settings and the largest peak memory of the
+    processes that computed them (None when a chunk has no cost, from an older suite)."""
+    costs = [read_cost(part) for part in part_files]
+    if not costs or any(c is None for c in costs):
+        return None
+    merged = dict(costs[-1])
+    merged["peak_memory_bytes"] = max(int(c.get("peak_memory_bytes", 0)) for c in costs)
+    for key in ("device", "precision", "attention", "peak_memory_kind"):
+        values = sorted({str(c.get(key)) for c in costs})
+        merged[key] = values[0] if len(values) == 1 else "mixed: " + ", ".join(values)
+    merged["processes"] = max(int(c.get("processes", 1)) for c in costs)
+    return merged
 
 
 def _merged_numerics(run_numerics: dict, part_files: list[Path]) -> dict:

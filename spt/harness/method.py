@@ -95,6 +95,11 @@ class Method(ABC):
         """Where the params come from, for error messages: ``methods.<name>``."""
         return f"methods.{self.name}"
 
+    def torch_modules(self) -> list[torch.nn.Module]:
+        """The torch modules holding the method's weights, for the harness to switch kernels on
+        (the encoder attention): by default every ``nn.Module`` attribute of the method."""
+        return [v for v in vars(self).values() if isinstance(v, torch.nn.Module)]
+
     @abstractmethod
     def encode(self, image: torch.Tensor) -> Any:
         """Prepared image (1,3,S,S) float32 on ``self.device`` -> opaque per-image state.
@@ -125,6 +130,9 @@ class TrainableMethod(Method):
     def network(self) -> torch.nn.Module:
         """One module holding all of the method's weights: what the trainer moves to the
         device, wraps in DistributedDataParallel and switches between train and eval mode."""
+
+    def torch_modules(self) -> list[torch.nn.Module]:
+        return [self.network]
 
     @abstractmethod
     def trainable_parameters(self) -> Iterator[torch.nn.Parameter]:

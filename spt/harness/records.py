@@ -91,6 +91,7 @@ def write_output(path: Path, write) -> None:
 
 NUMERICS_KEY = b"spt_numerics"
 WEIGHTS_KEY = b"spt_weights"
+COST_KEY = b"spt_cost"
 
 
 def write_records(
@@ -98,6 +99,7 @@ def write_records(
     path: str | Path,
     numerics: dict | None = None,
     weights: dict | None = None,
+    cost: dict | None = None,
 ) -> None:
     """Write a records table as parquet, atomically. ``numerics`` (:func:`spt.numerics.describe`
     of the run) and ``weights`` (the checkpoint files and their sha256,
@@ -108,9 +110,25 @@ def write_records(
         metadata[NUMERICS_KEY] = json.dumps(numerics).encode()
     if weights is not None:
         metadata[WEIGHTS_KEY] = json.dumps(weights, sort_keys=True).encode()
+    if cost is not None:
+        metadata[COST_KEY] = json.dumps(cost, sort_keys=True).encode()
     if metadata:
         table = table.replace_schema_metadata(metadata)
     write_output(Path(path), lambda tmp: pq.write_table(table, tmp))
+
+
+def read_cost(path: str | Path) -> dict | None:
+    """How a records file was computed and what it cost beyond the timing columns (device,
+    precision, attention, processes, peak memory of the process and its kind); None for a file
+    written without it."""
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(COST_KEY)
+        value = None if raw is None else json.loads(raw)
+    except (pa.ArrowInvalid, OSError, ValueError) as exc:
+        raise SuiteError(
+            f"{path}: unreadable records metadata ({exc}); rerun `spt evaluate`"
+        ) from None
+    return value if isinstance(value, dict) else None
 
 
 def read_weights(path: str | Path) -> dict | None:

@@ -35,7 +35,9 @@ def visual_relation(tokens: Tensor, threshold: float = 0.0) -> Tensor:
     similarity = unit @ unit.transpose(-2, -1)
     # In place on the diagonal view: no (N, N) mask to build (N = 4096 at 1024 px). Autograd
     # allows it, because the matmul's backward needs its inputs, not its output.
-    similarity.diagonal(dim1=-2, dim2=-1).fill_(SELF_SIMILARITY)
+    # fp16 (autocast) cannot hold -1e16: its most negative value does the same (exp gives 0)
+    lowest = max(SELF_SIMILARITY, torch.finfo(similarity.dtype).min)
+    similarity.diagonal(dim1=-2, dim2=-1).fill_(lowest)
     relation = similarity.softmax(dim=-1)
     if threshold != 0:
         relation = torch.where(relation > threshold / n, relation, torch.zeros_like(relation))

@@ -10,6 +10,9 @@
 * ``significance.{md,json}``: the reference method's final output against every other method,
   per backbone, prompt mode and dataset; a reference with other stages (SPT's draft) is also
   compared with each of them, as a baseline named ``<reference> (<stage>)``;
+* ``tables/cost_<backbone>.{md,csv}``: per method, trainable parameters, training seconds per
+  step and epoch, evaluation seconds per image and prompt, peak memory, device and precision,
+  gathered from the training and evaluation logs (:mod:`spt.reports.cost`);
 * ``seed_spread.csv``: the spread of each dataset mean over seeds, when records hold several;
 * ``figures/bars_<backbone>_<prompt mode>.png``: IoU bars with bootstrap CIs;
 * ``figures/overlay_<backbone>_<dataset>.png``: image, ground truth and every method's box-prompt
@@ -38,6 +41,7 @@ from spt.harness.aggregate import scorable
 from spt.harness.records import check_names, check_unique, read_numerics, read_records
 from spt.numerics import summary_line
 from spt.reports.aggregate import MEAN_OVER_DATASETS, seed_spread
+from spt.reports.cost import cost_markdown, cost_rows
 from spt.reports.figures import OverlayRow, bar_chart, overlay_grid
 from spt.reports.records import with_method_labels
 from spt.reports.render import format_cell
@@ -304,6 +308,30 @@ def write_seed_spread(records: pd.DataFrame, out: Path, say: Say) -> list[Produc
     ]
 
 
+def write_cost_tables(records: pd.DataFrame, config: ReportConfig, say: Say) -> list[Produced]:
+    """``tables/cost_<backbone>.{md,csv}``: each method's cost, from its logs (spt.reports.cost)."""
+    produced = []
+    for backbone, part in records.groupby("backbone", sort=True):
+        methods = sorted(part["method"].unique(), key=str)
+        table = cost_rows(config.eval_root, config.train_root, str(backbone), methods)
+        stem = config.out / "tables" / f"cost_{backbone}"
+        write_text_atomically(stem.with_suffix(".md"), cost_markdown(table, str(backbone)))
+        write_text_atomically(
+            stem.with_suffix(".csv"), table.to_csv(index=False, lineterminator="\n")
+        )
+        description = (
+            f"trainable parameters, training seconds per step and epoch, evaluation seconds per "
+            f"image (encode) and prompt (decode), peak memory, device and precision; backbone "
+            f"{backbone}, from the training and evaluation logs"
+        )
+        produced += [
+            Produced(stem.with_suffix(".md"), description + "."),
+            Produced(stem.with_suffix(".csv"), description + " (CSV, full precision)."),
+        ]
+        say(f"cost: {stem.with_suffix('.md')}")
+    return produced
+
+
 # --- figures ---------------------------------------------------------------------------------
 
 
@@ -518,6 +546,7 @@ def _write_report(records: pd.DataFrame, config: ReportConfig, say: Say) -> list
     produced += write_defect_type_tables(records, config, order, say)
     produced += write_significance(records, config, say)
     produced += write_seed_spread(records, config.out, say)
+    produced += write_cost_tables(records, config, say)
     produced += write_bar_charts(records, config, order, say)
     produced += write_overlays(records, config, order, say)
     index_path = config.out / "README.md"

@@ -23,6 +23,7 @@ import hashlib
 import json
 import math
 import random
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,10 +35,11 @@ import torch.distributed as dist
 from torch import nn
 from tqdm import tqdm
 
-from spt.artifacts import assign_named_tensors, save_torch
+from spt.artifacts import assign_named_tensors, save_torch, write_text_atomically
 from spt.config.checks import is_number, range_text
 from spt.data.stable_random import keyed_int, torch_seed
 from spt.errors import SuiteError
+from spt.harness.compute import autocast, check_precision, grad_scaler, peak_memory
 from spt.harness.shards import Shard, current_shard, join
 
 # Validation rules of the optimisation knobs: key -> (integer?, lower bound, bound excluded?).
@@ -108,11 +110,13 @@ class TrainConfig:
     warmup_steps: int = 0  # linear warm-up of the lr (WeSAM uses 250)
     grad_clip: float | None = 0.0  # 0 or None: off
     seed: int = 0
+    precision: str = "fp32"  # autocast of the forward: fp32, bf16 or fp16 (spt.harness.compute)
     extra: dict[str, Any] = field(default_factory=dict)  # method-specific, part of the fingerprint
 
     def __post_init__(self) -> None:
         values = {key: getattr(self, key) for key in TRAIN_RULES}
         check_settings(values, TRAIN_RULES, "train", TRAIN_FLAGS, nullable=("grad_clip",))
+        check_precision(self.precision, "train.precision / --precision")
         if not isinstance(self.extra, dict):
             raise SuiteError(f"train extra: expected a mapping, got {self.extra!r}")
 
@@ -211,12 +215,56 @@ def _lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], flo
     return factor
 
 
+COST_COLUMNS = (
+    "epoch", "seconds", "steps", "seconds_per_step", "peak_memory_bytes", "peak_memory_kind",
+)  # fmt: skip
+
+
+def write_cost_log(path: Path, costs: list[dict[str, Any]]) -> None:
+    """The cost of each finished epoch, as CSV. Timings differ run to run, so they live in
+    their own file: the checkpoint, ``trained.pt`` and ``train_log.csv`` stay byte-identical
+    between two runs (and so does the hash DVC takes of the training folder)."""
+    lines = [",".join(COST_COLUMNS)]
+    lines += [",".join(str(row[c]) for c in COST_COLUMNS) for row in costs]
+    write_text_atomically(path, "\n".join(lines) + "\n")
+
+
+def read_cost_log(path: Path | None) -> list[dict[str, Any]]:
+    """The rows :func:`write_cost_log` wrote; [] for no file or one that does not parse (a
+    resumed run then logs the cost of its own epochs only)."""
+    if path is None or not Path(path).is_file():
+        return []
+    try:
+        lines = Path(path).read_text().splitlines()
+        if tuple(lines[0].split(",")) != COST_COLUMNS:
+            return []
+        rows = []
+        for line in lines[1:]:
+            values = dict(zip(COST_COLUMNS, line.split(","), strict=True))
+            rows.append(
+                {
+                    "epoch": int(values["epoch"]),
+                    "seconds": float(values["seconds"]),
+                    "steps": int(values["steps"]),
+                    "seconds_per_step": float(values["seconds_per_step"]),
+                    "peak_memory_bytes": int(values["peak_memory_bytes"]),
+                    "peak_memory_kind": values["peak_memory_kind"],
+                }
+            )
+        return rows
+    except (OSError, IndexError, ValueError):
+        return []
+
+
 @dataclass
 class TrainResult:
     epochs_done: int
     steps_done: int
     history: list[dict[str, float]]
     trainable_parameters: int
+    #: per finished epoch: wall seconds, steps, seconds per step and the peak memory so far
+    #: (kept apart from ``history``, which is deterministic: see :func:`write_cost_log`)
+    costs: list[dict[str, Any]] = field(default_factory=list)
 
 
 def train(
@@ -231,6 +279,7 @@ def train(
     stop_after_epochs: int | None = None,
     progress: bool = True,
     start_over: str = "rerun with --restart to start over",
+    cost_log: Path | None = None,
 ) -> TrainResult:
     """Train ``model`` on the samples ``make_sample(index, epoch)`` of ``image_ids``.
 
@@ -238,6 +287,7 @@ def train(
     ``collate`` turns this rank's share of a global batch into the model's ``batch`` argument.
     ``stop_after_epochs`` ends the run early (as if killed after that epoch's checkpoint).
     ``start_over``: how the calling command discards a state that cannot be resumed.
+    ``cost_log``: a CSV that gets each finished epoch's wall time and peak memory (rank 0).
     """
     out_dir = Path(out_dir)
     device = torch.device(device)
@@ -263,7 +313,8 @@ def train(
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_factor(config, steps_per_epoch))
     state_path = out_dir / "state" / "last.pt"
-    start_epoch, history = 0, []
+    start_epoch, history, costs = 0, [], []
+    scaler = grad_scaler(device, config.precision)
 
     if not (resume and state_path.is_file()):
         _seed_global_rngs(config.seed, info.rank)
@@ -279,12 +330,15 @@ def train(
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             _set_rng_state(saved["rng"])
+            if saved.get("scaler") and scaler.is_enabled():  # {} when saved without fp16
+                scaler.load_state_dict(saved["scaler"])
         except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
             raise SuiteError(
                 f"{state_path}: damaged training state ({type(exc).__name__}); {start_over} "
                 "(the file is then replaced)"
             ) from None
         start_epoch, history = saved["epoch"], saved["history"]
+        costs = [row for row in read_cost_log(cost_log) if row["epoch"] <= start_epoch]
 
     wrapped: nn.Module = model
     if info.world > 1:
@@ -298,6 +352,7 @@ def train(
     model.train()
     for epoch in range(start_epoch, last_epoch):
         order = epoch_order(image_ids, config.seed, epoch)
+        started = time.perf_counter()
         sums: dict[str, float] = {}
         bar = tqdm(
             range(steps_per_epoch),
@@ -309,7 +364,8 @@ def train(
             global_batch = order[step * config.batch_size : (step + 1) * config.batch_size]
             mine = global_batch[info.rank * share : (info.rank + 1) * share]
             batch = collate([make_sample(i, epoch) for i in mine])
-            losses = wrapped(batch)
+            with autocast(device, config.precision):
+                losses = wrapped(batch)
             loss = losses["loss"]
             if not torch.isfinite(loss):
                 raise SuiteError(
@@ -317,10 +373,12 @@ def train(
                     "lower train.lr"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # fp32 and bf16: the loss itself (scaler disabled)
             if config.grad_clip:  # 0 or None: off
+                scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
                 torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)  # fp16: skips the step when a gradient overflowed
+            scaler.update()
             scheduler.step()
             for name, value in losses.items():
                 sums[name] = sums.get(name, 0.0) + float(value.detach())
@@ -328,6 +386,18 @@ def train(
         record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
         record.update({k: v / max(1, steps_per_epoch) for k, v in sums.items()})
         history.append(record)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+        costs.append(
+            {
+                "epoch": epoch + 1,
+                "seconds": seconds,
+                "steps": steps_per_epoch,
+                "seconds_per_step": seconds / max(1, steps_per_epoch),
+                **peak_memory(device),
+            }
+        )
         if info.is_main:
             save_torch(
                 {
@@ -338,11 +408,14 @@ def train(
                     "scheduler": scheduler.state_dict(),
                     "rng": _rng_state(),
                     "history": history,
+                    "scaler": scaler.state_dict(),
                 },
                 state_path,
             )
+            if cost_log is not None:
+                write_cost_log(cost_log, costs)
         if info.world > 1:
             dist.barrier()
     model.eval()
     done = min(last_epoch, config.epochs)
-    return TrainResult(done, done * steps_per_epoch, history, n_trainable)
+    return TrainResult(done, done * steps_per_epoch, history, n_trainable, costs)

@@ -24,6 +24,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from spt.harness.compute import in_fp32
+
 HQ_SAM_NUM_POINTS = 112 * 112
 HQ_SAM_OVERSAMPLE_RATIO = 3.0
 HQ_SAM_IMPORTANCE_SAMPLE_RATIO = 0.75
@@ -111,6 +113,7 @@ def select_uncertain_points(
 # --------------------------------------------------------------------------------------------
 
 
+@in_fp32
 def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
     """Soft Dice loss on sigmoid probabilities, averaged over masks.
 
@@ -128,6 +131,7 @@ def dice_loss(logits: torch.Tensor, targets: torch.Tensor, smooth: float = 1.0) 
     return (1.0 - overlap / total).mean()
 
 
+@in_fp32
 def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Binary cross-entropy with logits, mean over each mask's elements, then over masks.
 
@@ -140,6 +144,7 @@ def bce_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return per_element.flatten(1).mean(1).mean()
 
 
+@in_fp32
 def sigmoid_focal_loss(
     logits: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25, gamma: float = 2.0
 ) -> torch.Tensor:
@@ -170,6 +175,7 @@ def sigmoid_focal_loss(
 # --------------------------------------------------------------------------------------------
 
 
+@in_fp32
 def point_sampled_bce_dice(
     logits: torch.Tensor, targets: torch.Tensor, coords: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,6 +190,7 @@ def point_sampled_bce_dice(
     return bce_loss(point_logits, point_targets), dice_loss(point_logits, point_targets)
 
 
+@in_fp32
 def hq_sam_loss(
     logits: torch.Tensor,
     targets: torch.Tensor,
@@ -230,6 +237,7 @@ def mask_iou(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return torch.where(union > 0, intersection / union.clamp_min(1.0), torch.ones_like(union))
 
 
+@in_fp32
 def iou_head_loss(
     predicted_iou: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor
 ) -> torch.Tensor:

@@ -7,6 +7,9 @@ Output folder (``work/train/<method>/<backbone>`` by default):
   ``torch.load(weights_only=True)``. ``spt evaluate --trained`` reads it.
 - ``state/last.pt``: the engine's resume state after the last finished epoch.
 - ``train_log.csv``: per-epoch mean losses and learning rate.
+- ``<backbone>.cost.csv`` beside the folder (``work/train/<method>/<backbone>.cost.csv``): wall
+  seconds, steps and peak memory of each epoch (the report's cost table); kept out of the
+  folder so the folder's bytes, and DVC's hash of it, do not change with timing.
 - ``skipped_images.csv``: the training images left out because they admit no prompt (image id,
   reason); only when there are any. Their count is also in ``trained.pt``.
 """
@@ -102,8 +105,12 @@ def train_method(
     device: torch.device | str = "cpu",
     progress: bool = True,
     stop_after_epochs: int | None = None,
+    compute: dict | None = None,
 ) -> tuple[Path, TrainResult]:
     """Train ``method`` on ``rows``; return the path of ``trained.pt`` and the result.
+
+    ``compute``: how it computed (precision, attention, encoder checkpointing), saved in
+    ``trained.pt`` for the report's cost table.
 
     Rank 0 (the only process that writes ``out_dir``) holds the folder's lock throughout, so a
     second training into the same folder gets one line naming the first."""
@@ -121,7 +128,11 @@ def train_method(
         if not (resume and state.exists()) and is_main_process():
             # A new run's results replace the earlier run's: removed now, so a run killed before it
             # ends leaves no trained.pt of another run for `spt evaluate` to pick up.
-            for stale in (out_dir / TRAINED_FILE, out_dir / "train_log.csv"):
+            for stale in (
+                out_dir / TRAINED_FILE,
+                out_dir / "train_log.csv",
+                cost_log_path(out_dir),
+            ):
                 stale.unlink(missing_ok=True)
         check_trainable(method)
         if method.trainable_parameter_count() == 0:
@@ -135,6 +146,7 @@ def train_method(
         result = train(
             module, dataset.image_ids, dataset, _as_list, config, out_dir,
             resume=resume, device=device, stop_after_epochs=stop_after_epochs, progress=progress,
+            cost_log=cost_log_path(out_dir) if is_main_process() else None,
         )  # fmt: skip
         trained_path = out_dir / TRAINED_FILE
         if is_main_process() and result.epochs_done == config.epochs:
@@ -142,10 +154,20 @@ def train_method(
                 "skipped_images": len(dataset.skipped),
                 "jitter_fallbacks": len(dataset.jitter_fallbacks),
             }
-            save_trained(method, trained_path, config, result, summary, describe(str(device)))
+            save_trained(
+                method, trained_path, config, result, summary, describe(str(device)), compute
+            )
             history = pd.DataFrame(result.history).to_csv(index=False)
             write_text_atomically(out_dir / "train_log.csv", history)
         return trained_path, result
+
+
+def cost_log_path(out_dir: Path) -> Path:
+    """``<out>/<method>/<backbone>.cost.csv``, beside the training folder rather than in it: the
+    folder's bytes do not depend on timing, so DVC sees a retrain with equal weights as
+    unchanged, and the timings are their own DVC output."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}.cost.csv"
 
 
 def report_skipped(dataset: TrainingSet, total: int, out_dir: Path) -> None:
@@ -181,6 +203,7 @@ def save_trained(
     result: TrainResult,
     summary: dict[str, int] | None = None,
     numerics: dict | None = None,
+    compute: dict | None = None,
 ) -> None:
     """``summary``: counts about the data (``skipped_images``, ``jitter_fallbacks``);
     ``numerics``: :func:`spt.numerics.describe` of the run (where its bits come from)."""
@@ -196,6 +219,7 @@ def save_trained(
             "history": result.history,
             **(summary or {}),
             "numerics": numerics or describe(),
+            "compute": {"precision": config.precision, **(compute or {})},
             "trained": method.trained_state(),
         },
         path,
