@@ -64,6 +64,22 @@ def test_peak_memory_of_this_process_is_positive():
     assert peak["peak_memory_bytes"] > 50 * 2**20  # torch alone is bigger than 50 MiB
 
 
+def test_a_child_reports_its_own_peak_not_its_parents(tmp_path):
+    """ru_maxrss survives exec on Linux: a small child of a big parent would report the
+    parent's peak. The child here allocates nothing big (about 0.7 GiB: the interpreter and
+    torch's import); its peak must stay far below the parent's after the parent touched 2 GiB."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(2 << 30)
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page
+    code = "from spt.harness.compute import peak_rss_bytes; print(peak_rss_bytes())"
+    child = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                               check=True).stdout)  # fmt: skip
+    del ballast
+    assert child < 2**30, child  # ru_maxrss would give more than 2 GiB here
+
+
 def _toy_train(tmp_path, precision, epochs=2, **kwargs):
     config = TrainConfig(epochs=epochs, batch_size=2, lr=0.05, seed=3, precision=precision)
     model = ToyModel()

@@ -13,7 +13,7 @@ Losses and metrics are always computed in fp32: the loss functions leave autocas
 their inputs (:func:`in_fp32`), and the harness upcasts the logits before resizing and scoring.
 
 Peak memory (:func:`peak_memory`): on CUDA ``torch.cuda.max_memory_allocated`` (the tensors,
-not the allocator's cache); on CPU the process's peak resident set size (``ru_maxrss``), which
+not the allocator's cache); on CPU the process's own peak resident set size (``VmHWM`` on Linux), which
 includes the interpreter, torch's libraries and the data, and never goes down within a process.
 """
 
@@ -24,6 +24,7 @@ import functools
 import resource
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -107,9 +108,21 @@ def peak_memory(device: torch.device | str) -> dict[str, Any]:
             "peak_memory_bytes": int(torch.cuda.max_memory_allocated(device)),
             "peak_memory_kind": "cuda max allocated",
         }
+    return {"peak_memory_bytes": peak_rss_bytes(), "peak_memory_kind": "process peak RSS"}
+
+
+def peak_rss_bytes() -> int:
+    """This process's own peak resident set, in bytes. On Linux ``VmHWM`` of /proc/self/status:
+    ``ru_maxrss`` survives exec, so a process started by a bigger one (dvc, a benchmark) would
+    report its parent's peak. Elsewhere ``ru_maxrss`` (KiB on Linux, bytes on macOS)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # "VmHWM:  123456 kB"
+    except (OSError, ValueError, IndexError):
+        pass
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 if sys.platform == "darwin" else 1024  # Linux reports KiB, macOS bytes
-    return {"peak_memory_bytes": int(rss) * scale, "peak_memory_kind": "process peak RSS"}
+    return int(rss) * (1 if sys.platform == "darwin" else 1024)
 
 
 def reset_peak_memory(device: torch.device | str) -> None:
