@@ -35,9 +35,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.bench_train_step import training_sample
 from spt.harness.compute import peak_rss_bytes
-from spt.harness.method import TrainingSample
-from spt.harness.prompts import build_prompt
 from spt.model.method import SPTMethod
 from spt.sam import get_spec
 from spt.sam.checkpointing import checkpoint_encoder_blocks
@@ -47,28 +46,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 KIB_PER_MIB = 1024  # VmHWM and ru_maxrss are in KiB on Linux
 
 
-def _sample(backbone: str) -> TrainingSample:
-    """A random image at the backbone's input size with a rectangular target and its box."""
-    spec = get_spec(backbone)
-    size = spec.image_size
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    mask = np.zeros((size, size), np.float32)
-    mask[size * 5 // 16 : size * 11 // 16, size * 4 // 16 : size * 12 // 16] = 255
-    planes = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-    return TrainingSample(
-        image_id="bench/0",
-        image=(planes - 120.0) / 58.0,
-        image_uint8=image,
-        target=torch.from_numpy(mask / 255)[None, None],
-        prompt=build_prompt("box", mask, 0, "bench/0", spec.low_res_size),
-        key=7,
-    )
-
-
 def _stepper(backbone: str):
     """(method, step): one SPT training step on a fixed sample with its own Adam."""
-    sample = _sample(backbone)
+    sample = training_sample(get_spec(backbone).image_size)
     method = SPTMethod(backbone)
     method.network.train()
     optimizer = torch.optim.Adam(list(method.trainable_parameters()), lr=1e-4)

@@ -18,9 +18,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmarks.bench_train_step import training_sample
 from spt.harness.compute import autocast
-from spt.harness.method import TrainingSample
-from spt.harness.prompts import build_prompt
 from spt.model.method import SPTMethod
 from spt.sam import get_spec
 
@@ -34,22 +33,6 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _sample(size: int) -> TrainingSample:
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-    mask = np.zeros((size, size), np.float32)
-    mask[size // 3 : size * 2 // 3, size // 4 : size * 3 // 4] = 255
-    planes = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-    return TrainingSample(
-        image_id="bench/0",
-        image=(planes - 120.0) / 58.0,
-        image_uint8=image,
-        target=torch.from_numpy(mask / 255)[None, None],
-        prompt=build_prompt("box", mask, 0, "bench/0", size // 4),
-        key=7,
-    )
-
-
 @pytest.fixture(scope="module", params=BACKBONES)
 def method(request):
     backbone = request.param
@@ -58,7 +41,7 @@ def method(request):
     with torch.no_grad():  # non-zero adapters: SPT's full work
         for param in spt.trainable_parameters():
             param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
-    return backbone, spt, _sample(get_spec(backbone).image_size)
+    return backbone, spt, training_sample(get_spec(backbone).image_size)
 
 
 def _timed(fn) -> tuple[float, object]:

@@ -27,7 +27,7 @@ from spt.training.losses import hq_sam_loss
 BACKBONES = os.environ.get("SPT_BENCH_BACKBONES", "tiny").split(",")
 
 
-def _sample(size: int = 128) -> TrainingSample:
+def training_sample(size: int = 128) -> TrainingSample:
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
     mask = np.zeros((size, size), np.float32)
@@ -64,7 +64,7 @@ class PlainLoRA(torch.nn.Module):
 
 
 def _steppers(backbone: str = "tiny"):
-    sample = _sample(get_spec(backbone).image_size)
+    sample = training_sample(get_spec(backbone).image_size)
     spt = SPTMethod(backbone)
     spt.network.train()
     spt_opt = torch.optim.Adam(spt.trainable_parameters(), lr=1e-4)
