@@ -89,6 +89,12 @@ def test_params_yaml_loads_and_round_trips():
         "data.synthetic.defects_per_type", "data.datasets", "pipeline.sam_checkpoint",
         "pipeline.prepared_roots", "pipeline.datasets", "pipeline.optional_datasets",
         "pipeline.trained_methods", "sam.checkpoint_dir", "methods",
+        # the analyses' small embedded versions (the code's defaults are the full ones)
+        "analyses.robustness.box_shift", "analyses.robustness.box_scale",
+        "analyses.robustness.box_hqsam", "analyses.robustness.point_counts",
+        "analyses.robustness.click_px", "analyses.robustness.coarse_tolerance",
+        "analyses.robustness.severities", "analyses.label_efficiency.methods",
+        "analyses.label_efficiency.k", "analyses.transfer.methods", "analyses.transfer.held_out",
     }  # fmt: skip
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+from spt.config import override
 from spt.errors import SuiteError
 from spt.params import (
     PIPELINE_OVERRIDES,
@@ -69,6 +70,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="box, points-K, points-pn, coarse, coarse-box (default: params "
         f"evaluate.prompt_modes, else {' '.join(DEFAULT_PROMPT_MODES)})",
+    )
+    parser.add_argument(
+        "--analysis",
+        choices=("label_efficiency", "transfer"),
+        default=None,
+        help="score the prompt modes of params analyses.<analysis>.prompt_modes instead (the "
+        "analysis's evaluate stages; docs/analyses.md)",
     )
     parser.add_argument(
         "--seed",
@@ -154,12 +162,11 @@ def _check_trained(args: argparse.Namespace, method_params: dict, backbone: str)
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from spt.harness.evaluate import EvaluationConfig, evaluate
+def build_config(args: argparse.Namespace):
+    """The :class:`~spt.harness.evaluate.EvaluationConfig` and the checked params of a parsed
+    command line (this command's options, or any command's that declares the same ones)."""
+    from spt.harness.evaluate import EvaluationConfig
     from spt.harness.method import method_params
-    from spt.harness.records import read_records
-    from spt.harness.shards import current_shard
-    from spt.harness.summary import headline_line
     from spt.sam import get_spec, resolve_device
 
     overrides = {f"evaluate.{key}": key for key in _EVALUATE_OPTIONS}
@@ -173,6 +180,11 @@ def run(args: argparse.Namespace) -> int:
         raise SuiteError(f"--limit {limit}: give a positive number of images")
     if args.chunk_size < 1:
         raise SuiteError(f"--chunk-size {args.chunk_size}: give a positive number of images")
+    if getattr(args, "analysis", None) is not None:
+        if hasattr(args, "prompt_modes"):
+            raise SuiteError("--analysis names the prompt modes: drop --prompt-modes")
+        modes = getattr(params.analyses, args.analysis).prompt_modes
+        params = override(params, "evaluate.prompt_modes", list(modes), "--analysis")
     settings = params.evaluate
     if hasattr(args, "datasets"):
         datasets, where = list(settings.datasets), "--datasets"
@@ -209,6 +221,17 @@ def run(args: argparse.Namespace) -> int:
         precision=settings.precision,
         attention=settings.attention,
     )
+    return config, params
+
+
+def run(args: argparse.Namespace) -> int:
+    from spt.harness.evaluate import evaluate
+    from spt.harness.records import read_records
+    from spt.harness.shards import current_shard
+    from spt.harness.summary import headline_line
+
+    config, params = build_config(args)
+    settings = params.evaluate
     if settings.processes > 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(args.argv, settings.processes)
     records = evaluate(config, progress=not args.no_progress)

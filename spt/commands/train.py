@@ -55,6 +55,22 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=argparse.SUPPRESS,
         help="datasets to train on (default: train.datasets, else pipeline.datasets)",
     )
+    parser.add_argument(
+        "--hold-out",
+        metavar="DATASET",
+        default=None,
+        help="leave DATASET out of the training datasets (the transfer analysis: evaluate on it "
+        "afterwards); it must be one of them",
+    )
+    parser.add_argument(
+        "--images-per-category",
+        metavar="K",
+        type=int,
+        default=None,
+        help="train on K defect images per (dataset, category), chosen in an order keyed by the "
+        "training seed, so a smaller K's images are inside a larger K's (the label-efficiency "
+        "analysis); all of a category's images where it has fewer",
+    )
     parser.add_argument("--out", default="work/train", help="output root")
     add_params_option(parser)
     parser.add_argument(
@@ -99,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     from spt.sam.attention import set_attention
     from spt.sam.checkpointing import checkpoint_encoder_blocks
     from spt.training.engine import TrainConfig
-    from spt.training.run import train_method, training_rows
+    from spt.training.run import per_category_subset, train_method, training_rows
     from spt.training.samples import SampleOptions
 
     params = command_params(args, PIPELINE_OVERRIDES)
@@ -125,10 +141,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         datasets = pipeline_datasets(params, roots)
         datasets = distinct_names(datasets, f"{args.params}: pipeline.datasets")
+    if args.hold_out is not None:
+        if args.hold_out not in datasets:
+            raise SuiteError(
+                f"--hold-out {args.hold_out}: not among the training datasets "
+                f"({', '.join(map(str, datasets))}); name one of them"
+            )
+        datasets = [d for d in datasets if d != args.hold_out]
     if not datasets:
         raise SuiteError(
             "no datasets: pass --datasets NAME [NAME ...] or set train.datasets or "
             f"pipeline.datasets in {args.params}"
+        )
+    if args.images_per_category is not None and args.images_per_category < 1:
+        raise SuiteError(
+            f"--images-per-category {args.images_per_category}: give a positive number"
         )
     augment = settings.augment
     options = SampleOptions(
@@ -140,10 +167,12 @@ def run(args: argparse.Namespace) -> int:
         lsj_scale=augment.lsj_scale,
     )
     # The sample options shape the weights: in the fingerprint, so --resume refuses a change.
-    config = TrainConfig(
-        **{k: getattr(settings, k) for k in _CONFIG_KEYS},
-        extra={"samples": plain(options), "attention": settings.attention},
-    )
+    extra = {"samples": plain(options), "attention": settings.attention}
+    if args.images_per_category is not None:  # which images: part of what resume must match
+        extra["images_per_category"] = args.images_per_category
+    if args.hold_out is not None:
+        extra["held_out"] = args.hold_out
+    config = TrainConfig(**{k: getattr(settings, k) for k in _CONFIG_KEYS}, extra=extra)
     check_trainable(method_class(args.method))  # before the backbone is loaded
     method = build_method(args.method, backbone, checkpoint, device, own_params)
     set_attention(method.network, settings.attention)
@@ -153,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
         "checkpoint_encoder": bool(settings.checkpoint_encoder and checkpointed),
     }
     rows = training_rows(roots, [str(d) for d in datasets], args.limit)
+    if args.images_per_category is not None:
+        rows = per_category_subset(rows, args.images_per_category, settings.seed)
     out_dir = os.path.join(args.out, args.method, backbone)
     from spt.training.run import is_main_process
 

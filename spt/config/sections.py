@@ -239,6 +239,103 @@ class ReportSection:
     examples: int = setting(3, "overlay images per dataset", minimum=0, maximum=1000)
 
 
+#: spt.harness.corruptions.CORRUPTIONS (kept equal by a test: this layer may not import it).
+CORRUPTION_NAMES = (
+    "gaussian_noise", "defocus_blur", "motion_blur", "jpeg", "brightness", "contrast",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RobustnessSection:
+    """``analyses.robustness``: prompt and image robustness curves (docs/analyses.md). Prompt
+    levels are scored on clean images, corruptions with clean prompts; level 0 is the clean
+    protocol."""
+
+    box_shift: tuple[float, ...] = setting(
+        (0.0, 0.1, 0.2, 0.4), "box centre shift, up to this fraction of the box side per axis",
+        minimum=0, maximum=10,
+    )  # fmt: skip
+    box_scale: tuple[float, ...] = setting(
+        (0.0, 0.1, 0.2, 0.4), "box side scaled by a factor in [1 - f, 1 + f]", minimum=0,
+        maximum=1,
+    )  # fmt: skip
+    box_hqsam: tuple[float, ...] = setting(
+        (0.0, 0.5, 1.0), "HQ-SAM's box-noise scale (HQ-SAM trains at 1.0)", minimum=0, maximum=10
+    )
+    point_counts: tuple[int, ...] = setting(
+        (1, 2, 3, 5, 10), "positive clicks per prompt (points-K)", minimum=1, maximum=1000
+    )
+    click_px: tuple[float, ...] = setting(
+        (0.0, 16.0, 32.0, 64.0), "click displacement, px of a 1024-px input",
+        minimum=0, maximum=1024,
+    )  # fmt: skip
+    click_points: int = setting(1, "clicks of the displaced-click curve (points-K)", minimum=1)
+    coarse_tolerance: tuple[float, ...] = setting(
+        (0.05, 0.1, 0.2, 0.3), "coarse polygon tolerance x perimeter (0.05 = the protocol)",
+        minimum=0, maximum=1, min_open=True,
+    )  # fmt: skip
+    corruptions: tuple[str, ...] = setting(CORRUPTION_NAMES, "image corruptions applied")
+    severities: tuple[int, ...] = setting(
+        (1, 2, 3, 4, 5), "corruption severities (1 mild .. 5 strong)", minimum=1, maximum=5
+    )
+    corruption_modes: tuple[str, ...] = setting(
+        ("box",), "prompt modes scored on corrupted images", nonempty=True
+    )
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from mode_problems("corruption_modes", self.corruption_modes)
+        for name in self.corruptions:
+            if name not in CORRUPTION_NAMES:
+                yield ("corruptions", f"names {name!r}: use {', '.join(CORRUPTION_NAMES)}")
+                return
+
+
+@dataclass(frozen=True)
+class LabelEfficiencySection:
+    """``analyses.label_efficiency``: every listed method trained on k defect images per
+    (dataset, category), nested subsets, scored on the unchanged test set."""
+
+    methods: tuple[str, ...] = setting(
+        ("spt", "lora", "adapter", "wesam"), "trainable methods trained at every k"
+    )
+    k: tuple[int, ...] = setting(
+        (1, 4, 16), "defect images per category; the full set is the main training run",
+        minimum=1, maximum=1_000_000, nonempty=True,
+    )  # fmt: skip
+    prompt_modes: tuple[str, ...] = setting(("box",), "prompt modes scored", nonempty=True)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from mode_problems("prompt_modes", self.prompt_modes)
+
+
+@dataclass(frozen=True)
+class TransferSection:
+    """``analyses.transfer``: leave one dataset out of training, evaluate on it."""
+
+    methods: tuple[str, ...] = setting(
+        ("spt", "lora", "adapter", "wesam"), "trainable methods trained without each dataset"
+    )
+    held_out: tuple[str, ...] = setting(
+        ("mvtec", "visa", "mpdd", "btad", "ksdd2", "mtd"),
+        "datasets left out of training, one run each (each must be trained on)", nonempty=True,
+    )  # fmt: skip
+    prompt_modes: tuple[str, ...] = setting(("box",), "prompt modes scored", nonempty=True)
+
+    def problems(self) -> Iterator[tuple[str, str]]:
+        yield from mode_problems("prompt_modes", self.prompt_modes)
+
+
+@dataclass(frozen=True)
+class AnalysesSection:
+    """``analyses``: the analyses beyond the anchors (`spt analysis`, docs/analyses.md)."""
+
+    robustness: RobustnessSection = setting(RobustnessSection, "prompt and image robustness")
+    label_efficiency: LabelEfficiencySection = setting(
+        LabelEfficiencySection, "quality against labelled defect images"
+    )
+    transfer: TransferSection = setting(TransferSection, "leave-one-dataset-out transfer")
+
+
 @dataclass(frozen=True)
 class SuiteConfig:
     """The whole params file. ``methods`` maps a registered method's name to its own params
@@ -252,6 +349,7 @@ class SuiteConfig:
     train: TrainSection = setting(TrainSection, "training, shared by every trainable method")
     evaluate: EvaluateSection = setting(EvaluateSection, "the evaluation harness")
     report: ReportSection = setting(ReportSection, "the report")
+    analyses: AnalysesSection = setting(AnalysesSection, "robustness, label efficiency, transfer")
     methods: dict[str, Any] = setting({}, "each method's own params and train overrides")
     #: The params file these came from, which messages cite (not a setting).
     source: str = field(default="params.yaml", metadata={"internal": True}, compare=False)

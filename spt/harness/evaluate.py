@@ -43,6 +43,7 @@ from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_pat
 from spt.data.stable_random import keyed_rank
 from spt.errors import SuiteError
 from spt.harness.compute import autocast, check_attention, check_precision, peak_memory
+from spt.harness.corruptions import corrupt, parse_corruption
 from spt.harness.method import Method, build_method, method_class
 from spt.harness.metrics import MaskScorer
 from spt.harness.preprocess import InputFrame, image_to_input, logits_to_original, mask_to_input
@@ -97,9 +98,14 @@ class EvaluationConfig:
     example_modes: tuple[str, ...] = ("box",)  # prompt modes whose example masks are kept
     precision: str = "fp32"  # autocast of encode and decode (spt.harness.compute)
     attention: str = "sam"  # image-encoder attention kernel (spt.sam.attention)
+    # "<name>-<severity>" of spt.harness.corruptions, applied to each image as read (None: clean)
+    corruption: str | None = None
+    folder: str | None = None  # the output folder itself (default <out_root>/<method>/<backbone>)
 
     @property
     def out_dir(self) -> Path:
+        if self.folder is not None:
+            return Path(self.folder)
         return Path(self.out_root) / self.method / self.backbone
 
     def manifest_path(self, dataset: str) -> Path:
@@ -293,7 +299,15 @@ def _part_name(
     """File name of one chunk: dataset plus a hash of what its records depend on."""
     identity = asdict(config)
     identity["code"] = code
-    for key in ("datasets", "limit", "out_root", "prepared_roots", "chunk_size", "device"):
+    for key in (
+        "datasets",
+        "limit",
+        "out_root",
+        "folder",
+        "prepared_roots",
+        "chunk_size",
+        "device",
+    ):
         identity.pop(key)  # change neither the prompts nor the metrics of a given image
     identity["checkpoint"] = _checkpoint_identity(config.checkpoint)
     identity["trained"] = _checkpoint_identity(config.trained)
@@ -309,6 +323,8 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
     (the path they return is written by rank 0)."""
     check_precision(config.precision, "evaluate.precision / --precision")
     check_attention(config.attention, "evaluate.attention / --attention")
+    if config.corruption is not None:
+        parse_corruption(config.corruption)  # a bad label fails before any work
     shard = current_shard()
     config = replace(config, device=shard.device(config.device))
     plans = _plans(config)
@@ -427,6 +443,11 @@ def _run(config: EvaluationConfig, plans: list, progress: bool, shard: Shard) ->
                     # the image must still be the file `spt prepare` hashed
                     image = read_rgb(image_path, row.get("image_sha256") or None)
                     mask = read_mask(mask_path, row.get("prepared_mask_sha256") or None)
+                    if config.corruption is not None:  # what the camera delivered, degraded
+                        name, severity = parse_corruption(config.corruption)
+                        image = corrupt(
+                            image, name, severity, seed=config.seed, image_id=row["image_id"]
+                        )
                     records.extend(
                         evaluator.evaluate(
                             row, image, mask, row["image_id"] in keep, image_path, mask_path

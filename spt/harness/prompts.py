@@ -14,6 +14,11 @@ does. Modes:
   logits, see :func:`mask_prompt_logits`).
 - ``coarse-box``: WeSAM's official variant: the bounding box of those polygons.
 
+Perturbed modes (``<mode>+<family><level>``, grammar in :mod:`spt.config.modes`) build the clean
+prompt of the base mode first, with the base mode's own key, then perturb it with a generator
+keyed by the full mode string: the perturbation is a pure function of (seed, image id, family,
+level), the same for every method, and level 0 is the clean prompt itself.
+
 Randomness comes only from a numpy Generator seeded with sha256(f"{seed}|{image_id}|{mode}"), so a
 prompt does not depend on worker count, dataset order or any global RNG. By default an image gets
 one prompt set covering all its defect regions (official protocol); with ``instances=True`` every
@@ -24,13 +29,13 @@ one prompt set covering all its defect regions (official protocol); with ``insta
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from spt.config.modes import MODES_TEXT, is_mode
+from spt.config.modes import MODES_TEXT, is_mode, split_mode
 from spt.data.stable_random import stable_rng
 from spt.errors import SuiteError
 
@@ -50,6 +55,8 @@ FOREGROUND_THRESHOLD = 128
 PN_POINTS = 5
 COARSE_EPS_RATIO = 0.05
 COARSE_EPS_MIN_PX = 3.0
+#: ``+click<d>`` levels are pixels of a 1024-px input, the published backbones' side.
+CLICK_REFERENCE_SIDE = 1024
 DEFAULT_MASK_PROMPT_LOGIT = 10.0
 
 
@@ -146,14 +153,15 @@ def sample_pixels(
     return np.stack([xs[chosen], ys[chosen]], axis=1).astype(np.float32)
 
 
-def coarse_polygons(region: np.ndarray) -> list[np.ndarray]:
-    """bool (S,S) -> one int32 (V,1,2) polygon per outer contour (WeSAM's approxPolyDP fit)."""
+def coarse_polygons(region: np.ndarray, eps_ratio: float = COARSE_EPS_RATIO) -> list[np.ndarray]:
+    """bool (S,S) -> one int32 (V,1,2) polygon per outer contour (WeSAM's approxPolyDP fit,
+    tolerance ``eps_ratio`` x perimeter, at least 3 px)."""
     contours, _ = cv2.findContours(
         region.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE
     )
     polygons = []
     for contour in contours:
-        eps = max(COARSE_EPS_RATIO * cv2.arcLength(contour, True), COARSE_EPS_MIN_PX)
+        eps = max(eps_ratio * cv2.arcLength(contour, True), COARSE_EPS_MIN_PX)
         polygons.append(cv2.approxPolyDP(contour, eps, True))
     return polygons
 
@@ -196,13 +204,95 @@ def build_prompt(
     instances: bool = False,
     mask_prompt_logit: float = DEFAULT_MASK_PROMPT_LOGIT,
 ) -> Prompt:
-    """The prompt of ``mode`` for one image.
+    """The prompt of ``mode`` (perturbed or not) for one image.
 
     resized_mask: float (S,S) 0..255, the ground truth in the model-input frame.
     low_res: L, the side of SAM's mask prompt (4 x the embedding grid).
     Raises PromptUnavailable (with the reason) when the prompt cannot be built.
     """
     validate_mode(mode)
+    base, family, level = split_mode(mode)
+    eps_ratio = level if family == "tol" else COARSE_EPS_RATIO
+    prompt = _clean_prompt(
+        base, resized_mask, seed, image_id, low_res, instances, mask_prompt_logit, eps_ratio
+    )
+    if family is None or family == "tol" or level == 0:
+        return replace(prompt, mode=mode)
+    rng = prompt_rng(seed, image_id, mode)
+    size = resized_mask.shape[0]
+    if family == "click":
+        coords = displace_clicks(prompt.point_coords, click_pixels(level, size), rng, size)
+        return replace(prompt, mode=mode, point_coords=coords)
+    return replace(prompt, mode=mode, boxes=jitter_boxes(prompt.boxes, family, level, rng, size))
+
+
+def click_pixels(level: float, size: int) -> int:
+    """A ``+click<d>`` level (px of a 1024-px input) in whole pixels of an S-px input."""
+    return int(round(level * size / CLICK_REFERENCE_SIDE))
+
+
+def ring_offsets(distance: int) -> np.ndarray:
+    """int (R,2) every integer (dx, dy) whose length rounds to ``distance`` (> 0), in a fixed
+    order: the directions a click can move in, without trigonometry (bit-exact anywhere)."""
+    span = np.arange(-distance - 1, distance + 2)
+    dx, dy = np.meshgrid(span, span, indexing="xy")
+    on_ring = np.rint(np.sqrt(dx * dx + dy * dy)) == distance
+    return np.stack([dx[on_ring], dy[on_ring]], axis=1)
+
+
+def displace_clicks(
+    coords: np.ndarray, distance: int, rng: np.random.Generator, size: int
+) -> np.ndarray:
+    """float32 (N,K,2) clicks, each moved ``distance`` px in a uniformly drawn direction and
+    kept inside the S x S frame; a moved click may leave the defect (its label is kept)."""
+    if distance <= 0:
+        return coords
+    ring = ring_offsets(distance)
+    picks = rng.integers(0, len(ring), size=coords.shape[:2])
+    moved = coords + ring[picks].astype(np.float32)
+    return np.clip(moved, 0, size - 1).astype(np.float32)
+
+
+def jitter_boxes(
+    boxes: np.ndarray, family: str, level: float, rng: np.random.Generator, size: int
+) -> np.ndarray:
+    """float32 (N,4) inclusive xyxy boxes under box noise, clipped to the S x S frame.
+
+    shift: centre + U(-1,1) x level x side, per axis; scale: side x (1 + U(-1,1) x level);
+    hqsam: HQ-SAM's (DN-DETR's) box noise, centre + U(-1,1) x side/2 x level and side +
+    U(-1,1) x side x level, four draws per box. A side never shrinks below one pixel.
+    """
+    x0, y0, x1, y1 = boxes.astype(np.float64).T
+    width, height = x1 - x0 + 1, y1 - y0 + 1
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    if family == "shift":
+        u = rng.uniform(-1.0, 1.0, size=(len(boxes), 2))
+        cx, cy = cx + u[:, 0] * level * width, cy + u[:, 1] * level * height
+    elif family == "scale":
+        u = rng.uniform(-1.0, 1.0, size=(len(boxes), 2))
+        width, height = width * (1 + u[:, 0] * level), height * (1 + u[:, 1] * level)
+    elif family == "hqsam":
+        u = rng.uniform(-1.0, 1.0, size=(len(boxes), 4))
+        cx, cy = cx + u[:, 0] * width / 2 * level, cy + u[:, 1] * height / 2 * level
+        width, height = width + u[:, 2] * width * level, height + u[:, 3] * height * level
+    else:
+        raise ValueError(f"no box perturbation {family!r}")
+    half_w, half_h = (np.maximum(width, 1) - 1) / 2, (np.maximum(height, 1) - 1) / 2
+    jittered = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=1)
+    return np.clip(jittered, 0, size - 1).astype(np.float32)
+
+
+def _clean_prompt(
+    mode: str,
+    resized_mask: np.ndarray,
+    seed: int,
+    image_id: str,
+    low_res: int,
+    instances: bool,
+    mask_prompt_logit: float,
+    eps_ratio: float,
+) -> Prompt:
+    """The protocol's prompt of a base ``mode``; ``eps_ratio`` is the coarse polygon tolerance."""
     size = resized_mask.shape[0]
     fg = foreground(resized_mask)
     if not fg.any():
@@ -237,7 +327,7 @@ def build_prompt(
         return Prompt(mode, point_coords=np.stack(coords), point_labels=np.stack(labels))
 
     # coarse and coarse-box share the polygon fit.
-    filled = [fill_polygons(coarse_polygons(region), size) for region in regions]
+    filled = [fill_polygons(coarse_polygons(region, eps_ratio), size) for region in regions]
     if mode == "coarse-box":
         return Prompt(mode, boxes=np.stack([tight_box(f) for f in filled]))
     masks = np.stack([mask_prompt_logits(f, low_res, mask_prompt_logit) for f in filled])

@@ -68,9 +68,11 @@ def _comparison_seed(seed: int, key: tuple) -> list[int]:
     return [seed, zlib.crc32("|".join(map(str, key)).encode())]
 
 
-def _test_sample(
+def test_paired_sample(
     sample: PairedSample, key: tuple, seed: int, n_boot: int, ci_level: float, min_pairs: int
 ) -> dict:
+    """Means, bootstrap CI of the mean difference, Wilcoxon test and effect sizes of one paired
+    sample (``key`` seeds its bootstrap); NaN with a note below ``min_pairs`` pairs."""
     n = sample.n_pairs
     diffs = sample.differences
     row = {
@@ -160,7 +162,7 @@ def compare(
                 "n_duplicate": sample.n_duplicate,
             }
             test_key = (*key, baseline, metric)
-            row |= _test_sample(sample, test_key, seed, n_boot, ci_level, min_pairs)
+            row |= test_paired_sample(sample, test_key, seed, n_boot, ci_level, min_pairs)
             rows.append(row)
 
     table = pd.DataFrame(rows, columns=COMPARE_COLUMNS)

@@ -12,6 +12,8 @@ Output folder (``work/train/<method>/<backbone>`` by default):
   folder so the folder's bytes, and DVC's hash of it, do not change with timing.
 - ``skipped_images.csv``: the training images left out because they admit no prompt (image id,
   reason); only when there are any. Their count is also in ``trained.pt``.
+- ``training_images.csv``: the images the run trained on (dataset, category, image id), the
+  record that a label-efficiency subset or a held-out dataset was respected.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import nn
 
 from spt.artifacts import TRAINED_FORMAT, folder_lock, plain, save_torch, write_text_atomically
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
+from spt.data.stable_random import keyed_rank
 from spt.errors import SuiteError
 from spt.harness.method import Method, TrainingSample, check_trainable
 from spt.numerics import describe
@@ -37,6 +40,7 @@ from spt.training.samples import SampleOptions, TrainingSet
 
 TRAINED_FILE = "trained.pt"
 SKIPPED_FILE = "skipped_images.csv"
+IMAGES_FILE = "training_images.csv"
 SKIPPED_SHOWN = 3  # image ids named in the warning; the file lists them all
 
 
@@ -75,6 +79,27 @@ def training_rows(
     if not frames:
         raise SuiteError("no datasets to train on: pass --datasets or set train.datasets")
     return pd.concat(frames, ignore_index=True)
+
+
+def per_category_subset(rows: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    """The first ``k`` images of every (dataset, category) in a keyed order (all of them where
+    a category has fewer), in image-id order: the label-efficiency training set.
+
+    The order is a pure function of (seed, dataset, image id), so the k = 1 set is inside the
+    k = 4 set, which is inside k = 16, whatever else the manifest holds."""
+    if k < 1:
+        raise SuiteError(f"images per category must be a positive number, got {k}")
+    rank = [
+        keyed_rank(seed, "label-efficiency", d, i)
+        for d, i in zip(rows["dataset"], rows["image_id"], strict=True)
+    ]
+    ordered = rows.assign(_rank=rank).sort_values(["dataset", "category", "_rank"], kind="stable")
+    kept = ordered.groupby(["dataset", "category"], sort=False).head(k)
+    return (
+        kept.drop(columns="_rank")
+        .sort_values(["dataset", "image_id"], kind="stable")
+        .reset_index(drop=True)
+    )
 
 
 class MethodModule(nn.Module):
@@ -142,6 +167,7 @@ def train_method(
         dataset = TrainingSet(rows, method.spec, sample_options, device)
         if is_main_process():
             report_skipped(dataset, len(rows), out_dir)
+            write_training_images(rows, dataset.image_ids, out_dir)
         module = MethodModule(method)
         result = train(
             module, dataset.image_ids, dataset, _as_list, config, out_dir,
@@ -187,6 +213,22 @@ def report_skipped(dataset: TrainingSet, total: int, out_dir: Path) -> None:
         f"prompt: {shown}{more}; all listed in {path}",
         file=sys.stderr,
     )
+
+
+def write_training_images(rows: pd.DataFrame, used: Sequence[str], out_dir: Path) -> None:
+    """``training_images.csv``: dataset, category and id of every image the run trains on."""
+    used_ids = set(used)
+    kept = rows[rows["image_id"].isin(used_ids)][["dataset", "category", "image_id"]]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomically(out_dir / IMAGES_FILE, kept.to_csv(index=False))
+
+
+def read_training_images(folder: str | Path) -> pd.DataFrame:
+    """The ``training_images.csv`` of a training folder (dataset, category, image_id)."""
+    path = Path(folder) / IMAGES_FILE
+    if not path.is_file():
+        raise SuiteError(f"{path}: not found; the run predates it or did not finish; retrain")
+    return pd.read_csv(path, dtype=str, keep_default_na=False)
 
 
 def is_main_process() -> bool:

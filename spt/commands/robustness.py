@@ -1,0 +1,110 @@
+"""``spt robustness``: score one method under perturbed prompts and corrupted images."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from spt.params import add_compute_options, add_params_option, add_pipeline_options
+
+NAME = "robustness"
+
+
+def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from spt.harness.records import DEFAULT_CHUNK_SIZE
+
+    parser = sub.add_parser(
+        NAME,
+        help="score a method under perturbed prompts and corrupted images (robustness curves)",
+        description=(
+            "The robustness analysis of one method (docs/analyses.md), from params.yaml\n"
+            "analyses.robustness: box shift, scale and HQ-SAM box noise, point counts, displaced\n"
+            "clicks and coarse-mask tolerance (one evaluation on clean images, every level a\n"
+            "prompt mode), then every corruption x severity (Gaussian noise, defocus and motion\n"
+            "blur, JPEG, brightness, contrast) with clean prompts, one evaluation each.\n"
+            "Perturbations are pure functions of (seed, image id, level): every method meets\n"
+            "the same ones, and level 0 is the clean protocol bit for bit.\n"
+            "Outputs: <out>/<method>/<backbone>/prompts/, .../images/clean/ (severity 0) and\n"
+            ".../images/<corruption>-<severity>/,\n"
+            "each an evaluation folder (records.parquet, summary.md; see `spt evaluate --help`),\n"
+            "resumable chunk by chunk. `spt analysis robustness` turns them into curves, tables\n"
+            "and paired tests. Other knobs as `spt evaluate` (evaluate.*, methods.<method>.*)."
+        ),
+    )
+    parser.add_argument("--method", default="zero_shot", help="registered method name")
+    add_pipeline_options(parser)
+    add_compute_options(parser, "evaluate")
+    parser.add_argument(
+        "--datasets", nargs="+", default=argparse.SUPPRESS,
+        help="dataset names under the prepared roots (default: evaluate.datasets, else "
+        "pipeline.datasets plus the prepared ones of pipeline.optional_datasets)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--seed", type=int, default=argparse.SUPPRESS, help="prompt and perturbation seed "
+        "(default: params evaluate.seed, else 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--limit", type=int, default=argparse.SUPPRESS,
+        help="first N images per dataset, in image-id order (default: all)",
+    )  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    trained = parser.add_mutually_exclusive_group()
+    trained.add_argument(
+        "--trained", metavar="FILE", default=argparse.SUPPRESS,
+        help="trained.pt written by `spt train`; required for a trainable method unless "
+        "--untrained",
+    )  # fmt: skip
+    trained.add_argument(
+        "--untrained", action="store_true", help="score a trainable method's initial weights"
+    )
+    parser.add_argument("--out", default="work/robust", help="output root")
+    add_params_option(parser)
+    parser.add_argument(
+        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
+        help="images per resumable part file",
+    )  # fmt: skip
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+    from pathlib import Path
+
+    from spt.commands.evaluate import _relaunch, build_config
+    from spt.harness.evaluate import evaluate
+    from spt.harness.robustness import (
+        CLEAN,
+        IMAGES_FOLDER,
+        PROMPTS_FOLDER,
+        corruption_labels,
+        prompt_modes,
+    )
+    from spt.harness.shards import current_shard
+
+    config, params = build_config(args)
+    if params.evaluate.processes > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch(args.argv, params.evaluate.processes)
+    section = params.analyses.robustness
+    root = Path(args.out) / config.method / config.backbone
+    runs = [(PROMPTS_FOLDER, replace(config, prompt_modes=prompt_modes(section)))]
+    # severity 0: the corruption runs' clean reference, their prompt modes on clean images
+    runs.append(
+        (f"{IMAGES_FOLDER}/{CLEAN}", replace(config, prompt_modes=section.corruption_modes))
+    )
+    for label in corruption_labels(section):
+        runs.append(
+            (
+                f"{IMAGES_FOLDER}/{label}",
+                replace(config, prompt_modes=section.corruption_modes, corruption=label),
+            )
+        )
+    main = current_shard().is_main
+    for index, (name, run_config) in enumerate(runs, start=1):
+        if main and args.no_progress:
+            print(f"[{index}/{len(runs)}] {config.method} {name}", flush=True)
+        records = evaluate(replace(run_config, folder=str(root / name)), not args.no_progress)
+    if main:
+        print(f"robustness records: {root} ({len(runs)} evaluations; last {records})")
+    return 0
