@@ -349,3 +349,45 @@ def test_the_params_schema_knows_every_corruption():
     from spt.harness.corruptions import CORRUPTIONS
 
     assert CORRUPTION_NAMES == CORRUPTIONS
+
+
+def test_analysis_stages_depend_on_every_evaluate_param_but_their_modes():
+    """The analyses' evaluations score their own prompt modes (analyses.*): every other
+    evaluate.* setting changes their records and is a dependency; processes changes none."""
+    import dataclasses
+
+    from spt.config.sections import EvaluateSection
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    wanted = {f"evaluate.{f.name}" for f in dataclasses.fields(EvaluateSection)}
+    wanted -= {"evaluate.processes", "evaluate.prompt_modes"}
+    expected_modes = {
+        "robustness_zero_shot": "analyses.robustness",
+        "robustness": "analyses.robustness",
+        "label_efficiency_evaluate": "analyses.label_efficiency.prompt_modes",
+        "transfer_evaluate": "analyses.transfer.prompt_modes",
+    }
+    for name, modes in expected_modes.items():
+        stage = stages[name].get("do", stages[name])
+        given = {p for p in stage["params"] if str(p).startswith("evaluate")}
+        assert given == wanted, f"{name}: {sorted(given ^ wanted)}"
+        assert modes in stage["params"], name
+
+
+def test_an_analysis_without_its_records_or_with_a_stray_folder_is_one_line(tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.touch()
+    argv = ["analysis", "robustness", "--params", str(params), "--records-root",
+            str(tmp_path / "nothing"), "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no tiny records.parquet below it" in err[0]
+    # a folder under images/ that is no corruption label names itself
+    root = tmp_path / "robust"
+    _write(root / "seed0" / "spt" / "tiny" / "prompts", "spt", "d", _values(0.0), mode="box+shift0")
+    _write(root / "seed0" / "spt" / "tiny" / "images" / "clean", "spt", "d", _values(0.0))
+    _write(root / "seed0" / "spt" / "tiny" / "images" / "fog-9", "spt", "d", _values(0.0))
+    argv[argv.index("--records-root") + 1] = str(root)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "images/fog-9: not a corruption folder" in err[0]

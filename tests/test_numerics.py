@@ -198,7 +198,9 @@ def test_short_pipeline_gives_the_same_bits_on_emulated_cpus(tmp_path):
         # (on an AVX2 host the two look alike, and the comparison below still holds)
         assert hashes[name]["numerics"]["cpu_hardware_isa"] == "AVX2", hashes[name]["numerics"]
         assert hashes[name]["numerics"]["mode"] == numerics.PORTABLE
-        for artifact in ("prepared_masks", "tiny_sam", "trained", "records", "examples"):
+        artifacts = ("prepared_masks", "tiny_sam", "trained", "records", "examples",
+                     "robustness", "corruptions")  # fmt: skip
+        for artifact in artifacts:
             assert hashes[name][artifact] == hashes["native"][artifact], (
                 f"{artifact} differs between this CPU and emulated {name} in portable mode"
             )

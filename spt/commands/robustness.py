@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from spt.commands.evaluate import _relaunch, build_config
-    from spt.harness.evaluate import evaluate
+    from spt.harness.evaluate import evaluate, load_method
     from spt.harness.robustness import (
         CLEAN,
         IMAGES_FOLDER,
@@ -100,11 +100,15 @@ def run(args: argparse.Namespace) -> int:
                 replace(config, prompt_modes=section.corruption_modes, corruption=label),
             )
         )
-    main = current_shard().is_main
+    shard = current_shard()
+    main = shard.is_main
+    # one model for every run: the weights are loaded once, not once per corruption
+    method = load_method(replace(config, device=shard.device(config.device)))
     for index, (name, run_config) in enumerate(runs, start=1):
         if main and args.no_progress:
             print(f"[{index}/{len(runs)}] {config.method} {name}", flush=True)
-        records = evaluate(replace(run_config, folder=str(root / name)), not args.no_progress)
+        run_config = replace(run_config, folder=str(root / name))
+        records = evaluate(run_config, not args.no_progress, method)
     if main:
         print(f"robustness records: {root} ({len(runs)} evaluations; last {records})")
     return 0

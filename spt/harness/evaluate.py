@@ -264,8 +264,13 @@ def weights_identity(config: EvaluationConfig) -> dict:
         "checkpoint": described(config.checkpoint),
         "trained": described(config.trained),
         "official_checkpoint": described(str(official)) if official else None,
-        "random_base": config.checkpoint is None and official is None,
+        "random_base": random_base(config),
     }
+
+
+def random_base(config: EvaluationConfig) -> bool:
+    """Whether the base SAM is a random initialisation: no checkpoint, no official one."""
+    return config.checkpoint is None and not config.method_params.get("official_checkpoint")
 
 
 def weights_line(weights: dict) -> str:
@@ -316,11 +321,14 @@ def _part_name(
     return f"{dataset}-{digest.hexdigest()[:20]}.parquet"
 
 
-def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
+def evaluate(config: EvaluationConfig, progress: bool = True, method: Method | None = None) -> Path:
     """Run (or resume) one evaluation; return the path of the merged records file. The output
     folder is locked meanwhile (:func:`spt.artifacts.folder_lock`). Under torchrun every rank
     calls it; rank 0 returns once the merged file is written, the others once their chunks are
-    (the path they return is written by rank 0)."""
+    (the path they return is written by rank 0).
+
+    ``method``: the model of ``config`` already built by :func:`load_method` (several
+    evaluations of one model, e.g. `spt robustness`, load it once); built here when None."""
     check_precision(config.precision, "evaluate.precision / --precision")
     check_attention(config.attention, "evaluate.attention / --attention")
     if config.corruption is not None:
@@ -332,7 +340,7 @@ def evaluate(config: EvaluationConfig, progress: bool = True) -> Path:
     # rank 0 alone holds the lock: it merges, and other ranks write only their own chunks
     lock = folder_lock(config.out_dir, "evaluate") if shard.is_main else contextlib.nullcontext()
     with lock:
-        return _run(config, plans, progress, shard)
+        return _run(config, plans, progress, shard, method)
 
 
 def _plans(config: EvaluationConfig) -> list:
@@ -360,7 +368,33 @@ def _plans(config: EvaluationConfig) -> list:
     return plans
 
 
-def _run(config: EvaluationConfig, plans: list, progress: bool, shard: Shard) -> Path:
+def load_method(config: EvaluationConfig) -> Method:
+    """The method ``config`` scores: built, its trained weights loaded, its attention kernel
+    set; warns (once) when the base SAM is a random initialisation."""
+    method = build_method(
+        config.method,
+        config.backbone,
+        checkpoint=config.checkpoint,
+        device=config.device,
+        params=config.method_params,
+    )
+    if config.trained is not None:
+        load_trained(method, config.trained)
+    for module in method.torch_modules():
+        set_attention(module, config.attention)
+    if random_base(config):  # said once the weights are known to load
+        print(
+            f"warning: evaluating {config.method} on a randomly initialised "
+            f"{config.backbone} SAM (no checkpoint): the numbers measure no pretrained "
+            "model; set pipeline.sam_checkpoint (or sam.checkpoints)",
+            file=sys.stderr,
+        )
+    return method
+
+
+def _run(
+    config: EvaluationConfig, plans: list, progress: bool, shard: Shard, given: Method | None
+) -> Path:
     code = record_code_digest(config.method)
     weights = weights_identity(config)
 
@@ -402,24 +436,7 @@ def _run(config: EvaluationConfig, plans: list, progress: bool, shard: Shard) ->
         if not todo:
             continue
         if method is None:
-            method = build_method(
-                config.method,
-                config.backbone,
-                checkpoint=config.checkpoint,
-                device=config.device,
-                params=config.method_params,
-            )
-            if config.trained is not None:
-                load_trained(method, config.trained)
-            for module in method.torch_modules():
-                set_attention(module, config.attention)
-            if weights["random_base"]:  # said once the weights are known to load
-                print(
-                    f"warning: evaluating {config.method} on a randomly initialised "
-                    f"{config.backbone} SAM (no checkpoint): the numbers measure no pretrained "
-                    "model; set pipeline.sam_checkpoint (or sam.checkpoints)",
-                    file=sys.stderr,
-                )
+            method = given if given is not None else load_method(config)
             evaluator = ImageEvaluator(method, config)
         bar = tqdm(
             total=sum(len(chunk) for chunk, _ in todo),

@@ -10,7 +10,7 @@ dataset         str      dataset name from the manifest
 category        str      product / class
 defect_type     str      publisher's defect name
 image_id        str      manifest image id (unique across datasets)
-prompt_mode     str      ``box``, ``points-K``, ``points-pn``, ``coarse``, ``coarse-box``
+prompt_mode     str      ``box``, ``points-K``, ``points-pn``, ``coarse``, ``coarse-box`` (+ ``+<perturbation>``)
 stage           str      method output (``final``; SPT also ``draft``)
 iou             float64  IoU (NaN unless status is ok)
 biou            float64  boundary IoU (NaN unless status is ok)

@@ -281,9 +281,10 @@ def _line_figure(panels: list[tuple[str, str, pd.DataFrame]], x: str, order: lis
             line = data[data["method"] == method].sort_values(x)
             if line.empty:
                 continue
-            ax.plot(line[x], line["mean"], marker="o", label=method)
+            colour = f"C{order.index(method) % 10}"  # one colour per method in every panel
+            ax.plot(line[x], line["mean"], marker="o", label=method, color=colour)
             ax.fill_between(line[x].to_numpy(float), line["ci_low"].to_numpy(float),
-                            line["ci_high"].to_numpy(float), alpha=0.15)  # fmt: skip
+                            line["ci_high"].to_numpy(float), alpha=0.12, color=colour)  # fmt: skip
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(label)
         ax.set_ylabel("mean IoU")
@@ -321,6 +322,7 @@ def robustness_report(
     root: Path, section, backbone: str, settings: StatsSettings, out: Path
 ) -> list[Path]:
     """Curves, tests, figures and the section text of the robustness analysis."""
+    from spt.harness.corruptions import parse_corruption
     from spt.harness.robustness import (
         CLEAN,
         IMAGES_FOLDER,
@@ -348,8 +350,19 @@ def robustness_report(
     images["corruption"] = where[is_images].map(lambda p: p[-1])
     clean = images[images["corruption"] == CLEAN]
     corrupted = images[images["corruption"] != CLEAN].copy()
-    split = corrupted["corruption"].str.rsplit("-", n=1)
-    corrupted["name"], corrupted["severity"] = split.str[0], split.str[1].astype(int)
+    labels = {}
+    for label, folder in (
+        corrupted[["corruption", "_path"]].drop_duplicates("corruption").to_numpy()
+    ):
+        try:
+            labels[label] = parse_corruption(label)
+        except SuiteError as exc:
+            raise SuiteError(
+                f"{Path(root) / folder}: not a corruption folder ({exc}); move it away or rerun "
+                "`spt robustness`"
+            ) from None
+    corrupted["name"] = corrupted["corruption"].map(lambda label: labels[label][0])
+    corrupted["severity"] = corrupted["corruption"].map(lambda label: labels[label][1])
     on = ["method", "image_id", "seed", "prompt_mode", "dataset"]
     changes = change_records(corrupted, clean, on)
     level_table = point_rows(corrupted, ["prompt_mode", "name", "severity"], settings)

@@ -49,6 +49,15 @@ train:
 evaluate:
   prompt_modes: [box, points-1, coarse]
   seed: 0
+analyses:
+  robustness:
+    box_shift: [0.2]
+    box_scale: [0.3]
+    box_hqsam: [1.0]
+    point_counts: [2]
+    click_px: [64.0]
+    coarse_tolerance: [0.2]
+    severities: [3]
 """
 
 
@@ -103,6 +112,23 @@ def records_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def corruptions_digest() -> str:
+    """sha256 over every corruption x severity 1..5 of one textured image (the float and
+    integer paths of spt.harness.corruptions, at sizes where every blur radius differs)."""
+    import numpy as np
+
+    from spt.harness.corruptions import CORRUPTIONS, MAX_SEVERITY, corrupt
+
+    ys, xs = np.mgrid[0:200, 0:240]
+    image = np.stack([(xs * 255) // 239, (ys * 255) // 199, ((xs // 12 + ys // 12) % 2) * 200], -1)
+    image = image.astype(np.uint8)
+    digest = hashlib.sha256()
+    for name in CORRUPTIONS:
+        for severity in range(1, MAX_SEVERITY + 1):
+            digest.update(corrupt(image, name, severity, seed=0, image_id="probe").tobytes())
+    return digest.hexdigest()
+
+
 def main(out: Path) -> int:
     from spt import numerics
     from spt.cli import main as run_spt
@@ -132,6 +158,19 @@ def main(out: Path) -> int:
     ]  # fmt: skip
     if run_spt(evaluate) != 0:
         return 1
+    robustness = [
+        "robustness", "--params", str(params), "--method", "spt", "--backbone", "tiny",
+        "--checkpoint", str(out / "pretrain" / "tiny_sam.pth"), "--trained", str(trained),
+        "--prepared-root", str(out / "prepared"), "--datasets", "mvtec_twin",
+        "--limit", "2", "--out", str(out / "robust"), "--no-progress",
+    ]  # fmt: skip
+    if run_spt(robustness) != 0:
+        return 1
+    robust = hashlib.sha256()
+    for path in sorted((out / "robust").rglob("records.parquet")):
+        if "parts" not in path.parts:
+            robust.update(path.parent.relative_to(out).as_posix().encode())
+            robust.update(records_digest(path).encode())
     records = next((out / "eval").rglob("records.parquet"))
     masks = sorted((out / "prepared").rglob("*.png"))
     hashes = {
@@ -141,6 +180,8 @@ def main(out: Path) -> int:
         "trained": tensor_digest(trained),
         "records": records_digest(records),
         "examples": arrays_digest(records.parent / "examples.npz"),
+        "robustness": robust.hexdigest(),
+        "corruptions": corruptions_digest(),
     }
     (out / "hashes.json").write_text(json.dumps(hashes, indent=1))
     print(json.dumps({k: v for k, v in hashes.items() if k != "numerics"}))
