@@ -5,6 +5,7 @@ sees the held-out images, and the analysis reports against independent computati
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -113,38 +114,35 @@ def test_level_zero_and_severity_zero_are_the_clean_protocol(robust_one, synthet
     prompts = records["zero_shot/tiny/prompts"]
     metrics = ["iou", "biou", "dice", "status", "reason"]
 
-    def mode(name: str) -> pd.DataFrame:
-        return prompts[prompts["prompt_mode"] == name].reset_index(drop=True)[metrics]
+    def rows(frame: pd.DataFrame, name: str) -> pd.DataFrame:
+        return frame[frame["prompt_mode"] == name].reset_index(drop=True)[metrics]
 
-    # perturbation levels 0 against the clean modes scored in the same evaluation
-    clean_eval = folder / "clean"
+    # the analysis scores each curve's clean level as the clean mode itself, once
+    assert {"box", "points-3", "coarse"} <= set(prompts["prompt_mode"])
+    assert not {"box+shift0", "points-3+click0", "coarse+tol0.05"} & set(prompts["prompt_mode"])
+    # and the perturbation code at level 0 gives exactly those records
+    level_zero = folder / "level_zero"
     argv = [
         "evaluate", "--params", str(folder / "params.yaml"), "--method", "zero_shot",
         "--datasets", "mtd_twin", "--prepared-root", str(synthetic_prepared), "--out",
-        str(clean_eval), "--prompt-modes", "box", "points-3", "coarse", "points-1", "--no-progress",
+        str(level_zero), "--no-progress", "--prompt-modes", "box+shift0", "box+scale0",
+        "box+hqsam0", "points-3+click0", "coarse+tol0.05", "box", "points-1",
     ]  # fmt: skip
     assert main(argv) == 0
-    clean = pd.read_parquet(clean_eval / "zero_shot" / "tiny" / "records.parquet")
-
-    def clean_mode(name: str) -> pd.DataFrame:
-        return clean[clean["prompt_mode"] == name].reset_index(drop=True)[metrics]
-
-    for level_zero, protocol in [
-        ("box+shift0", "box"), ("box+scale0", "box"), ("points-3+click0", "points-3"),
-        ("coarse+tol0.05", "coarse"),
+    clean = pd.read_parquet(level_zero / "zero_shot" / "tiny" / "records.parquet")
+    for zero, protocol in [
+        ("box+shift0", "box"), ("box+scale0", "box"), ("box+hqsam0", "box"),
+        ("points-3+click0", "points-3"), ("coarse+tol0.05", "coarse"),
     ]:  # fmt: skip
-        pd.testing.assert_frame_equal(mode(level_zero), clean_mode(protocol), check_exact=True)
+        pd.testing.assert_frame_equal(rows(clean, zero), rows(prompts, protocol), check_exact=True)
     # the perturbed levels really differ
-    assert not mode("box+shift0.2")["iou"].equals(clean_mode("box")["iou"])
+    assert not rows(prompts, "box+shift0.2")["iou"].equals(rows(prompts, "box")["iou"])
     # severity 0 (the images/clean run) is `spt evaluate` on the same modes
     images_clean = records["zero_shot/tiny/images/clean"]
     for name in ("box", "points-1"):
-        got = images_clean[images_clean["prompt_mode"] == name].reset_index(drop=True)[metrics]
-        pd.testing.assert_frame_equal(got, clean_mode(name), check_exact=True)
+        pd.testing.assert_frame_equal(rows(images_clean, name), rows(clean, name), check_exact=True)
     noisy = records["zero_shot/tiny/images/gaussian_noise-2"]
-    assert (
-        not noisy["iou"].reset_index(drop=True).equals(images_clean["iou"].reset_index(drop=True))
-    )
+    assert not rows(noisy, "box")["iou"].equals(rows(images_clean, "box")["iou"])
 
 
 def test_two_processes_write_the_records_of_one(robust_one, synthetic_prepared, tmp_path):
@@ -302,8 +300,14 @@ def test_label_efficiency_report_gives_the_curve_and_tests(tmp_path):
     out = tmp_path / "report"
     argv = ["analysis", "label_efficiency", "--params", str(params), "--records-root", str(sub),
             "--eval-root", str(main_eval), "--train-root", str(tmp_path / "none"),
-            "--subset-train-root", str(tmp_path / "none"), "--out", str(out)]  # fmt: skip
+            "--subset-train-root", str(tmp_path / "none"), "--out", str(out),
+            "--metrics", str(tmp_path / "m" / "le.json")]  # fmt: skip
     assert main(argv) == 0
+    metrics = json.loads((tmp_path / "m" / "le.json").read_text())
+    assert metrics["box.k1.lora.iou"] == pytest.approx(
+        np.mean(list(_values(0.0).values())), abs=1e-6
+    )
+    assert set(metrics) == {f"box.k{k}.{m}.iou" for k in ("1", "4", "all") for m in ("spt", "lora")}
     table = pd.read_csv(out / "label_efficiency.csv", dtype={"k": str})
     means = table.set_index(["k", "method"])["mean"]
     assert means["1", "lora"] == pytest.approx(np.mean(list(_values(0.0).values())))
@@ -328,8 +332,12 @@ def test_transfer_report_puts_in_domain_against_held_out(tmp_path):
                                                                 "held_out": ["d"]}}}))  # fmt: skip
     out = tmp_path / "report"
     argv = ["analysis", "transfer", "--params", str(params), "--records-root", str(held),
-            "--eval-root", str(main_eval), "--out", str(out)]  # fmt: skip
+            "--eval-root", str(main_eval), "--out", str(out), "--metrics",
+            str(tmp_path / "transfer.json")]  # fmt: skip
     assert main(argv) == 0
+    metrics = json.loads((tmp_path / "transfer.json").read_text())
+    assert metrics["box.d.lora.change"] == pytest.approx(-0.1, abs=1e-6)
+    assert "box.d.zero_shot.change" not in metrics and "box.d.zero_shot.held_out_iou" in metrics
     table = pd.read_csv(out / "transfer.csv").set_index("method")
     assert table.loc["lora", "change"] == pytest.approx(-0.1)
     assert table.loc["spt", "change"] == pytest.approx(-0.02)
@@ -391,3 +399,22 @@ def test_an_analysis_without_its_records_or_with_a_stray_folder_is_one_line(tmp_
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "images/fog-9: not a corruption folder" in err[0]
+
+
+def test_evaluate_for_an_analysis_scores_that_analysis_modes(synthetic_prepared, tmp_path, capsys):
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {"analyses": {"label_efficiency": {"prompt_modes": ["points-1", "box+shift0.1"]}}}
+        )
+    )
+    argv = ["evaluate", "--params", str(params), "--method", "zero_shot", "--datasets", "mtd_twin",
+            "--prepared-root", str(synthetic_prepared), "--out", str(tmp_path / "ev"),
+            "--limit", "2", "--no-progress", "--analysis", "label_efficiency"]  # fmt: skip
+    assert main(argv) == 0
+    records = pd.read_parquet(tmp_path / "ev" / "zero_shot" / "tiny" / "records.parquet")
+    assert set(records["prompt_mode"]) == {"points-1", "box+shift0.1"}
+    capsys.readouterr()
+    assert main([*argv, "--prompt-modes", "box"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1] == "error: --analysis names the prompt modes: drop --prompt-modes"

@@ -50,6 +50,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument(
         "--out", default=None, help="output folder (default reports/analyses/<backbone>/<analysis>)"
     )
+    parser.add_argument(
+        "--metrics",
+        default=None,
+        help="also write the analysis's DVC metrics (flat JSON) to this file (the pipeline: "
+        "metrics/analyses/<analysis>.json)",
+    )
     parser.add_argument("--backbone", default=argparse.SUPPRESS, help="default: pipeline.backbone")
     add_params_option(parser)
     parser.set_defaults(func=run)
@@ -81,15 +87,18 @@ def run(args: argparse.Namespace) -> int:
         n_boot=params.report.figure_n_boot,
     )
     section = getattr(params.analyses, args.analysis)
+    metrics = Path(args.metrics) if args.metrics else None
     if args.analysis == "robustness":
-        produced = robustness_report(root, section, backbone, settings, out)
+        produced = robustness_report(root, section, backbone, settings, out, metrics)
     elif args.analysis == "label_efficiency":
         produced = label_efficiency_report(
             root, Path(args.eval_root), (Path(args.train_root), Path(args.subset_train_root)),
-            section, backbone, settings, out,
+            section, backbone, settings, out, metrics,
         )  # fmt: skip
     else:
-        produced = transfer_report(root, Path(args.eval_root), section, backbone, settings, out)
+        produced = transfer_report(
+            root, Path(args.eval_root), section, backbone, settings, out, metrics
+        )
     for path in produced:
         print(f"wrote {path}")
     return 0

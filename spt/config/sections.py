@@ -274,16 +274,22 @@ class RobustnessSection:
         (0.05, 0.1, 0.2, 0.3), "coarse polygon tolerance x perimeter (0.05 = the protocol)",
         minimum=0, maximum=1, min_open=True,
     )  # fmt: skip
-    corruptions: tuple[str, ...] = setting(CORRUPTION_NAMES, "image corruptions applied")
-    severities: tuple[int, ...] = setting(
-        (1, 2, 3, 4, 5), "corruption severities (1 mild .. 5 strong)", minimum=1, maximum=5
+    corruptions: tuple[str, ...] = setting(
+        CORRUPTION_NAMES, "image corruptions applied", nonempty=True
     )
+    severities: tuple[int, ...] = setting(
+        (1, 2, 3, 4, 5), "corruption severities (1 mild .. 5 strong)", minimum=1, maximum=5,
+        nonempty=True,
+    )  # fmt: skip
     corruption_modes: tuple[str, ...] = setting(
         ("box",), "prompt modes scored on corrupted images", nonempty=True
     )
 
     def problems(self) -> Iterator[tuple[str, str]]:
         yield from mode_problems("corruption_modes", self.corruption_modes)
+        curves = ("box_shift", "box_scale", "box_hqsam", "point_counts", "click_px")
+        if not any(getattr(self, name) for name in (*curves, "coarse_tolerance")):
+            yield ("box_shift", "and every other prompt curve are empty; give at least one level")
         for name in self.corruptions:
             if name not in CORRUPTION_NAMES:
                 yield ("corruptions", f"names {name!r}: use {', '.join(CORRUPTION_NAMES)}")

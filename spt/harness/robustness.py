@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from spt.config.modes import perturbed_mode
 from spt.harness.corruptions import corruption_label
+from spt.harness.prompts import COARSE_EPS_RATIO
 
 #: curve name -> what its level measures (the report's axis labels)
 PROMPT_CURVES = {
@@ -37,24 +38,23 @@ class CurvePoint:
     mode: str
 
 
+def level_mode(base: str, family: str, level: float, clean_level: float = 0.0) -> str:
+    """The prompt mode of one level: the base mode itself at the clean level (it is the same
+    prompt bit for bit, so it is scored and tested once), else the perturbed mode."""
+    return base if level == clean_level else perturbed_mode(base, family, level)
+
+
 def prompt_points(section) -> list[CurvePoint]:
-    """Every (curve, level, prompt mode) of ``analyses.robustness``, in params order."""
-    points = [
-        CurvePoint("box_shift", f, perturbed_mode("box", "shift", f)) for f in section.box_shift
-    ]
-    points += [
-        CurvePoint("box_scale", f, perturbed_mode("box", "scale", f)) for f in section.box_scale
-    ]
-    points += [
-        CurvePoint("box_hqsam", f, perturbed_mode("box", "hqsam", f)) for f in section.box_hqsam
-    ]
+    """Every (curve, level, prompt mode) of ``analyses.robustness``, in params order. The
+    clean level of every curve is the base mode, so curves that share it share its records."""
+    points = [CurvePoint("box_shift", f, level_mode("box", "shift", f)) for f in section.box_shift]
+    points += [CurvePoint("box_scale", f, level_mode("box", "scale", f)) for f in section.box_scale]
+    points += [CurvePoint("box_hqsam", f, level_mode("box", "hqsam", f)) for f in section.box_hqsam]
     points += [CurvePoint("point_count", float(k), f"points-{k}") for k in section.point_counts]
     clicks = f"points-{section.click_points}"
+    points += [CurvePoint("click_px", d, level_mode(clicks, "click", d)) for d in section.click_px]
     points += [
-        CurvePoint("click_px", d, perturbed_mode(clicks, "click", d)) for d in section.click_px
-    ]
-    points += [
-        CurvePoint("coarse_tolerance", e, perturbed_mode("coarse", "tol", e))
+        CurvePoint("coarse_tolerance", e, level_mode("coarse", "tol", e, COARSE_EPS_RATIO))
         for e in section.coarse_tolerance
     ]
     return points
