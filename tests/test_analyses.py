@@ -418,3 +418,29 @@ def test_evaluate_for_an_analysis_scores_that_analysis_modes(synthetic_prepared,
     assert main([*argv, "--prompt-modes", "box"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "error: --analysis names the prompt modes: drop --prompt-modes"
+
+
+@pytest.mark.parametrize(
+    ("section", "value", "message"),
+    [
+        ({"robustness": {"box_scale": [2.0]}}, "box_scale", "in [0, 1]"),
+        ({"robustness": {"corruptions": ["fog"]}}, "corruptions", "names 'fog'"),
+        ({"robustness": {"severities": [0]}}, "severities", "in [1, 5]"),
+        ({"robustness": {"corruption_modes": ["boxx"]}}, "corruption_modes", "unknown prompt mode"),
+        ({"label_efficiency": {"k": [0]}}, "k", "in [1, 1000000]"),
+        ({"label_efficiency": {"k": []}}, "k", "at least one"),
+        ({"transfer": {"held_out": []}}, "held_out", "at least one"),
+        ({"transfer": {"prompt_modes": ["coarse+tol0"]}}, "prompt_modes", "unknown prompt mode"),
+    ],
+)
+def test_bad_analysis_params_are_one_line_naming_the_key(tmp_path, section, value, message):
+    from spt.config.loader import load_config
+    from spt.errors import SuiteError
+
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump({"analyses": section}))
+    with pytest.raises(SuiteError) as caught:
+        load_config(path, required=True)
+    text = str(caught.value)
+    assert "\n" not in text and f"analyses.{next(iter(section))}.{value}" in text, text
+    assert message in text, text

@@ -176,6 +176,19 @@ def _sequence(value: Any, args: tuple[Any, ...], meta: Mapping[str, Any]) -> tup
         raise BadSetting(expected, value) from None
 
 
+def _number_example(kind: type, meta: Mapping[str, Any]) -> str:
+    """Two values inside a list field's bounds, for its message (never an example the field
+    itself would refuse)."""
+    low, high = meta.get("minimum"), meta.get("maximum")
+    step = 1 if kind is int else 0.5
+    first = 0 if low is None else low + (step if meta.get("min_open") else 0)
+    second = first + step
+    if high is not None and (second > high or (meta.get("max_open") and second >= high)):
+        second = first
+    values = [first, second] if second != first else [first]
+    return "[" + ", ".join(f"{v:g}" for v in values) + "]"
+
+
 def _expected(hint: Any, meta: Mapping[str, Any]) -> str:
     inner, nullable = _optional(hint)
     origin = typing.get_origin(inner)
@@ -183,7 +196,7 @@ def _expected(hint: Any, meta: Mapping[str, Any]) -> str:
     if origin is tuple:
         args = typing.get_args(inner)
         noun = {str: "names", int: "integers", float: "numbers"}.get(args[0], "values")
-        example = "[a, b]" if args[0] is str else "[0, 1]"
+        example = "[a, b]" if args[0] is str else _number_example(args[0], meta)
         if len(args) == 2 and args[1] is Ellipsis:
             text = f"a list of {range_text(noun, *bounds)} such as {example}"
         else:

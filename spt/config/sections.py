@@ -302,7 +302,9 @@ class LabelEfficiencySection:
     (dataset, category), nested subsets, scored on the unchanged test set."""
 
     methods: tuple[str, ...] = setting(
-        ("spt", "lora", "adapter", "wesam"), "trainable methods trained at every k"
+        ("spt", "lora", "adapter", "wesam"),
+        "trainable methods trained at every k",
+        nonempty=True,
     )
     k: tuple[int, ...] = setting(
         (1, 4, 16), "defect images per category; the full set is the main training run",
@@ -319,7 +321,9 @@ class TransferSection:
     """``analyses.transfer``: leave one dataset out of training, evaluate on it."""
 
     methods: tuple[str, ...] = setting(
-        ("spt", "lora", "adapter", "wesam"), "trainable methods trained without each dataset"
+        ("spt", "lora", "adapter", "wesam"),
+        "trainable methods trained without each dataset",
+        nonempty=True,
     )
     held_out: tuple[str, ...] = setting(
         ("mvtec", "visa", "mpdd", "btad", "ksdd2", "mtd"),
