@@ -17,13 +17,13 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="tables, figure, paired tests and reading of one analysis (robustness, ...)",
         description=(
             "Write one analysis's section (docs/analyses.md) from its evaluations:\n"
-            "  robustness        <robust-root>/[seed<N>/]<method>/<backbone>/{prompts,images/*}\n"
+            "  robustness        <records-root>/[seed<N>/]<method>/<backbone>/{prompts,images/*}\n"
             "                    (`spt robustness`): mean IoU per prompt-perturbation level and\n"
             "                    per corruption severity, the change from clean, paired tests;\n"
-            "  label_efficiency  <subset-eval-root>/seed<N>/k<K>/<method>/<backbone> (`spt\n"
+            "  label_efficiency  <records-root>/seed<N>/k<K>/<method>/<backbone> (`spt\n"
             "                    evaluate` of `spt train --images-per-category K`) and the main\n"
             "                    evaluations (<eval-root>, k = all): IoU against k;\n"
-            "  transfer          <subset-eval-root>/seed<N>/without_<dataset>/<method>/<backbone>\n"
+            "  transfer          <records-root>/seed<N>/without_<dataset>/<method>/<backbone>\n"
             "                    (`spt train --hold-out`) against the main evaluations on the\n"
             "                    held-out dataset: in-domain vs held-out IoU.\n"
             "Outputs in --out: <analysis>.md (figure, reading, tables, tests), <analysis>*.csv,\n"

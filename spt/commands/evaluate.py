@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "--prompt-modes",
         nargs="+",
         default=argparse.SUPPRESS,
-        help="box, points-K, points-pn, coarse, coarse-box (default: params "
+        help="box, points-K, points-pn, coarse, coarse-box, each optionally perturbed as "
+        "<mode>+<family><level>, e.g. box+shift0.2 (docs/analyses.md) (default: params "
         f"evaluate.prompt_modes, else {' '.join(DEFAULT_PROMPT_MODES)})",
     )
     parser.add_argument(
