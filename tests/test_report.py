@@ -341,3 +341,13 @@ def test_zero_shot_as_reference_method_writes_the_report(report, tmp_path):
     table = pd.read_csv(out / "tables" / f"metrics_{BACKBONE}_box.csv", header=[0, 1], index_col=0)
     assert list(table.index) == ["lora", "spt (draft)", "spt (final)", "zero_shot"]
     assert (out / "figures" / f"bars_{BACKBONE}_box.png").is_file()
+
+
+def test_cost_table_rows_follow_the_metric_tables(report):
+    """Zero-shot first, the baselines, the reference last: the metric tables' order (not the
+    alphabet, which would put zero-shot last)."""
+    _, _, _, out = report
+    cost = pd.read_csv(out / "tables" / f"cost_{BACKBONE}.csv")
+    assert list(cost["method"]) == ["zero_shot", "lora", "spt"]
+    table = (out / "tables" / f"metrics_{BACKBONE}_box.md").read_text()
+    assert table.index("zero_shot") < table.index("lora") < table.index("spt (draft)")

@@ -312,7 +312,11 @@ def write_cost_tables(records: pd.DataFrame, config: ReportConfig, say: Say) -> 
     """``tables/cost_<backbone>.{md,csv}``: each method's cost, from its logs (spt.reports.cost)."""
     produced = []
     for backbone, part in records.groupby("backbone", sort=True):
-        methods = sorted(part["method"].unique(), key=str)
+        # the rows of the metric tables: zero-shot, the baselines, the reference last
+        labelled = with_method_labels(part)
+        method_of = dict(zip(labelled["label"], labelled["method"], strict=True))
+        labels = label_order(part, config.reference)
+        methods = list(dict.fromkeys(method_of[label] for label in labels))
         table = cost_rows(config.eval_root, config.train_root, str(backbone), methods)
         stem = config.out / "tables" / f"cost_{backbone}"
         write_text_atomically(stem.with_suffix(".md"), cost_markdown(table, str(backbone)))
