@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 NAME = "numerics"
 
@@ -33,7 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     info = numerics.describe(args.device)
     if args.json:
-        print(json.dumps(info, sort_keys=True), flush=True)
+        # one write of the whole line: print() writes the newline separately, so the lines of
+        # torchrun workers sharing one stdout could run together
+        sys.stdout.write(json.dumps(info, sort_keys=True) + "\n")
+        sys.stdout.flush()
     else:
         width = max(map(len, info))
         for key, value in info.items():
