@@ -28,7 +28,7 @@ _EVALUATE_OPTIONS = ("datasets", "prompt_modes", "seed", "instances", "resize", 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     from spt.harness.prompts import DEFAULT_PROMPT_MODES
-    from spt.harness.records import DEFAULT_CHUNK_SIZE, DEFAULT_OUT_ROOT
+    from spt.harness.records import DEFAULT_OUT_ROOT
 
     parser = sub.add_parser(
         NAME,
@@ -57,13 +57,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--method", default="zero_shot", help="registered method name")
     add_pipeline_options(parser)
     add_compute_options(parser, "evaluate")
-    parser.add_argument(
-        "--datasets",
-        nargs="+",
-        default=argparse.SUPPRESS,
-        help="dataset names under the prepared roots (default: evaluate.datasets, else "
-        "pipeline.datasets plus the prepared ones of pipeline.optional_datasets)",
-    )
+    add_scoring_options(parser)
     parser.add_argument(
         "--prompt-modes",
         nargs="+",
@@ -78,33 +72,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         default=None,
         help="score the prompt modes of params analyses.<analysis>.prompt_modes instead (the "
         "analysis's evaluate stages; docs/analyses.md)",
-    )
-    parser.add_argument(
-        "--seed",
-        type=int,
-        default=argparse.SUPPRESS,
-        help="prompt seed (default: params evaluate.seed, else 0)",
-    )
-    parser.add_argument(
-        "--limit",
-        type=int,
-        default=argparse.SUPPRESS,
-        help="first N images per dataset, in image-id order (default: all)",
-    )
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    trained = parser.add_mutually_exclusive_group()
-    trained.add_argument(
-        "--trained",
-        metavar="FILE",
-        default=argparse.SUPPRESS,
-        help="trained.pt written by `spt train` for this method and backbone (it writes "
-        "work/train/<method>/<backbone>/trained.pt); required for a trainable method unless "
-        "--untrained",
-    )
-    trained.add_argument(
-        "--untrained",
-        action="store_true",
-        help="score a trainable method with its initial weights (no --trained)",
     )
     parser.add_argument("--out", default=str(DEFAULT_OUT_ROOT), help="output root")
     add_params_option(parser)
@@ -131,6 +98,52 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "(default: params evaluate.processes, else 1). Under torchrun (one or several "
         "nodes) the launcher's processes share the chunks and this is not needed",
     )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def add_scoring_options(parser: argparse.ArgumentParser) -> None:
+    """The options of every command that scores a method through :func:`build_config`
+    (``spt evaluate``, ``spt robustness``): which images, which prompts' seed, which device
+    and weights, and the resumable chunk size."""
+    from spt.harness.records import DEFAULT_CHUNK_SIZE
+
+    parser.add_argument(
+        "--datasets",
+        nargs="+",
+        default=argparse.SUPPRESS,
+        help="dataset names under the prepared roots (default: evaluate.datasets, else "
+        "pipeline.datasets plus the prepared ones of pipeline.optional_datasets)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="prompt seed, also keying prompt perturbations and image corruptions (default: "
+        "params evaluate.seed, else 0)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="first N images per dataset, in image-id order (default: all)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    trained = parser.add_mutually_exclusive_group()
+    trained.add_argument(
+        "--trained",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="trained.pt written by `spt train` for this method and backbone (it writes "
+        "work/train/<method>/<backbone>/trained.pt); required for a trainable method unless "
+        "--untrained",
+    )
+    trained.add_argument(
+        "--untrained",
+        action="store_true",
+        help="score a trainable method with its initial weights (no --trained)",
+    )
     parser.add_argument(
         "--chunk-size",
         type=int,
@@ -138,9 +151,6 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="images per resumable part file, the unit a killed run resumes from and that "
         "processes share out",
     )
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(func=run)
-    return parser
 
 
 def _check_trained(args: argparse.Namespace, method_params: dict, backbone: str) -> None:
@@ -234,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
     config, params = build_config(args)
     settings = params.evaluate
     if settings.processes > 1 and "WORLD_SIZE" not in os.environ:
-        return _relaunch(args.argv, settings.processes)
+        return relaunch(args.argv, settings.processes)
     records = evaluate(config, progress=not args.no_progress)
     if current_shard().is_main:
         print(headline_line(read_records(records)))
@@ -243,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _relaunch(argv: list[str], processes: int) -> int:
+def relaunch(argv: list[str], processes: int) -> int:
     """This evaluation again, as ``processes`` torchrun workers on this machine."""
     rest, skip = [], False
     for item in argv:  # drop --processes N: each worker is one of the N

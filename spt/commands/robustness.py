@@ -11,7 +11,7 @@ NAME = "robustness"
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from spt.harness.records import DEFAULT_CHUNK_SIZE
+    from spt.commands.evaluate import add_scoring_options
 
     parser = sub.add_parser(
         NAME,
@@ -34,35 +34,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     parser.add_argument("--method", default="zero_shot", help="registered method name")
     add_pipeline_options(parser)
     add_compute_options(parser, "evaluate")
-    parser.add_argument(
-        "--datasets", nargs="+", default=argparse.SUPPRESS,
-        help="dataset names under the prepared roots (default: evaluate.datasets, else "
-        "pipeline.datasets plus the prepared ones of pipeline.optional_datasets)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--seed", type=int, default=argparse.SUPPRESS, help="prompt and perturbation seed "
-        "(default: params evaluate.seed, else 0)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--limit", type=int, default=argparse.SUPPRESS,
-        help="first N images per dataset, in image-id order (default: all)",
-    )  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-    trained = parser.add_mutually_exclusive_group()
-    trained.add_argument(
-        "--trained", metavar="FILE", default=argparse.SUPPRESS,
-        help="trained.pt written by `spt train`; required for a trainable method unless "
-        "--untrained",
-    )  # fmt: skip
-    trained.add_argument(
-        "--untrained", action="store_true", help="score a trainable method's initial weights"
-    )
+    add_scoring_options(parser)
     parser.add_argument("--out", default="work/robust", help="output root")
     add_params_option(parser)
-    parser.add_argument(
-        "--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
-        help="images per resumable part file",
-    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     parser.set_defaults(func=run)
     return parser
@@ -72,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
-    from spt.commands.evaluate import _relaunch, build_config
+    from spt.commands.evaluate import build_config, relaunch
     from spt.harness.evaluate import evaluate, load_method
     from spt.harness.robustness import (
         CLEAN,
@@ -85,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     config, params = build_config(args)
     if params.evaluate.processes > 1 and "WORLD_SIZE" not in os.environ:
-        return _relaunch(args.argv, params.evaluate.processes)
+        return relaunch(args.argv, params.evaluate.processes)
     section = params.analyses.robustness
     root = Path(args.out) / config.method / config.backbone
     runs = [(PROMPTS_FOLDER, replace(config, prompt_modes=prompt_modes(section)))]
