@@ -71,11 +71,16 @@ def robust_one(synthetic_prepared, tmp_path_factory):
     folder = tmp_path_factory.mktemp("robust_one")
     params = _params(folder)
     seen: dict[str, dict] = {}
+    clicks: dict[str, dict] = {}  # method -> (image id, mode) -> (positive clicks, on background)
     build_prompt, corrupt = evaluation.build_prompt, evaluation.corrupt
 
     def recording_prompt(mode, mask, seed, image_id, *args, **kwargs):
         prompt = build_prompt(mode, mask, seed, image_id, *args, **kwargs)
         seen[current]["prompt", image_id, mode] = prompt
+        if prompt.point_coords is not None:  # counted here, on the mask the harness used
+            positive = prompt.point_labels.ravel() == 1
+            x, y = prompt.point_coords.reshape(-1, 2)[positive].T.astype(int)
+            clicks[current][image_id, mode] = (int(positive.sum()), int((mask[y, x] <= 128).sum()))
         return prompt
 
     def recording_corrupt(image, name, severity, *, seed, image_id):
@@ -88,15 +93,15 @@ def robust_one(synthetic_prepared, tmp_path_factory):
     mp.setattr(evaluation, "corrupt", recording_corrupt)
     try:
         for current in ("zero_shot", "lora"):
-            seen[current] = {}
+            seen[current], clicks[current] = {}, {}
             assert main(_robustness_args(params, synthetic_prepared, folder / "out", current)) == 0
     finally:
         mp.undo()
-    return folder, _all_records(folder / "out"), seen
+    return folder, _all_records(folder / "out"), seen, clicks
 
 
 def test_every_method_meets_the_same_prompts_and_images(robust_one):
-    _, _, seen = robust_one
+    _, _, seen, _ = robust_one
     zero_shot, lora = seen["zero_shot"], seen["lora"]
     assert zero_shot.keys() == lora.keys()
     assert any(key[0] == "image" for key in zero_shot)
@@ -110,7 +115,7 @@ def test_every_method_meets_the_same_prompts_and_images(robust_one):
 
 
 def test_level_zero_and_severity_zero_are_the_clean_protocol(robust_one, synthetic_prepared):
-    folder, records, _ = robust_one
+    folder, records, _, _ = robust_one
     prompts = records["zero_shot/tiny/prompts"]
     metrics = ["iou", "biou", "dice", "status", "reason"]
 
@@ -146,7 +151,7 @@ def test_level_zero_and_severity_zero_are_the_clean_protocol(robust_one, synthet
 
 
 def test_two_processes_write_the_records_of_one(robust_one, synthetic_prepared, tmp_path):
-    _, reference, _ = robust_one
+    _, reference, _, _ = robust_one
     params = _params(tmp_path, processes=2)  # relaunches itself under torchrun
     argv = [sys.executable, "-m", "spt.cli", *_robustness_args(params, synthetic_prepared,
             tmp_path / "out", "zero_shot")]  # fmt: skip
@@ -158,10 +163,14 @@ def test_two_processes_write_the_records_of_one(robust_one, synthetic_prepared, 
     assert got.keys() == expected.keys() and len(got) == 4  # prompts, clean, 2 corruptions
     for key in got:
         pd.testing.assert_frame_equal(got[key], expected[key], check_exact=True)
+    placement = "zero_shot/tiny/prompts/click_placement.csv"
+    assert (tmp_path / "out" / placement).read_bytes() == (
+        robust_one[0] / "out" / placement
+    ).read_bytes()
 
 
 def test_the_robustness_report_matches_the_records(robust_one, tmp_path):
-    folder, records, _ = robust_one
+    folder, records, _, _ = robust_one
     out = tmp_path / "report"
     params = folder / "params.yaml"
     argv = ["analysis", "robustness", "--params", str(params), "--records-root",
@@ -193,6 +202,73 @@ def test_the_robustness_report_matches_the_records(robust_one, tmp_path):
     assert (out / "robustness_images.png").stat().st_size > 0
     # spt is not among these methods: the report names that plainly
     assert "no paired tests" in text.lower() or "after Holm" in text
+
+
+def test_click_placement_counts_the_clicks_each_method_was_given(robust_one):
+    folder, records, _, clicks = robust_one
+    tables = {
+        method: pd.read_csv(folder / "out" / method / "tiny" / "prompts" / "click_placement.csv")
+        for method in ("zero_shot", "lora")
+    }
+    pd.testing.assert_frame_equal(tables["zero_shot"], tables["lora"])
+    table = tables["zero_shot"]
+    assert set(table["prompt_mode"]) == {"points-3+click64"}  # level 0 is the clean prompt
+    # one row per scored image of the mode, counted as the harness's prompts were built
+    scored = records["zero_shot/tiny/prompts"]
+    scored = scored[(scored["prompt_mode"] == "points-3+click64") & (scored["status"] == "ok")]
+    assert sorted(table["image_id"]) == sorted(scored["image_id"].unique())
+    for row in table.itertuples():
+        for method in ("zero_shot", "lora"):
+            assert clicks[method][row.image_id, row.prompt_mode] == (row.clicks, row.outside)
+    assert (table["clicks"] == 3).all()
+    # 64 px at 1024 is 8 px on the tiny backbone's 128-px input: some clicks leave the defect
+    assert 0 < table["outside"].sum() < table["clicks"].sum()
+
+
+def test_the_report_gives_the_share_of_clicks_that_left_the_defect(robust_one, tmp_path, capsys):
+    import shutil
+
+    folder, _, _, _ = robust_one
+    root = tmp_path / "out"
+    shutil.copytree(folder / "out", root)
+    argv = ["analysis", "robustness", "--params", str(folder / "params.yaml"), "--records-root",
+            str(root), "--out", str(tmp_path / "report"), "--backbone", "tiny"]  # fmt: skip
+    assert main(argv) == 0
+    table = pd.read_csv(root / "lora" / "tiny" / "prompts" / "click_placement.csv")
+    (row,) = pd.read_csv(tmp_path / "report" / "robustness_clicks.csv").itertuples()
+    assert (row.prompt_mode, row.level, row.images) == ("points-3+click64", 64, len(table))
+    assert (row.clicks, row.outside) == (table["clicks"].sum(), table["outside"].sum())
+    assert row.share_outside == pytest.approx(table["outside"].sum() / table["clicks"].sum())
+    assert row.images_with_outside == (table["outside"] > 0).sum()
+    text = (tmp_path / "report" / "robustness.md").read_text()
+    assert f"64 px: {row.share_outside:.1%} of {row.clicks}" in text
+
+    # methods that met other clicks, or a method without the file, are one-line errors
+    path = root / "lora" / "tiny" / "prompts" / "click_placement.csv"
+    table.assign(outside=table["outside"] + 1).to_csv(path, index=False)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "differ: the two methods met other clicks" in err
+    path.unlink()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}: missing" in err
+
+
+def test_clicks_outside_by_hand():
+    from spt.harness.placement import clicks_outside
+    from spt.harness.prompts import Prompt
+
+    mask = np.zeros((8, 8), np.float32)
+    mask[2:4, 2:5] = 255.0  # rows 2-3, columns 2-4
+    coords = np.array([[[2, 2], [4, 3], [5, 3], [0, 0]]], np.float32)  # (x, y)
+    labels = np.array([[1, 1, 1, 0]], np.float32)  # the negative click is not counted
+    assert clicks_outside(Prompt("points-pn", point_coords=coords, point_labels=labels), mask) == (
+        3,
+        1,
+    )
+    assert clicks_outside(Prompt("box", boxes=np.zeros((1, 4), np.float32)), mask) == (0, 0)
 
 
 # --- label efficiency and transfer: training ------------------------------------------------

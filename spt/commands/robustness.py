@@ -27,8 +27,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Outputs: <out>/<method>/<backbone>/prompts/, .../images/clean/ (severity 0) and\n"
             ".../images/<corruption>-<severity>/,\n"
             "each an evaluation folder (records.parquet, summary.md; see `spt evaluate --help`),\n"
-            "resumable chunk by chunk. `spt analysis robustness` turns them into curves, tables\n"
-            "and paired tests. Other knobs as `spt evaluate` (evaluate.*, methods.<method>.*)."
+            "resumable chunk by chunk; prompts/click_placement.csv counts, per image and\n"
+            "displaced-click level, the positive clicks that left the defect. `spt analysis\n"
+            "robustness` turns them into curves, tables and paired tests. Other knobs as\n"
+            "`spt evaluate` (evaluate.*, methods.<method>.*)."
         ),
     )
     parser.add_argument("--method", default="zero_shot", help="registered method name")
@@ -46,11 +48,14 @@ def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from pathlib import Path
 
+    from spt.artifacts import write_text_atomically
     from spt.commands.evaluate import build_config, relaunch
     from spt.harness.evaluate import evaluate, load_method
+    from spt.harness.placement import click_placement
     from spt.harness.robustness import (
         CLEAN,
         IMAGES_FOLDER,
+        PLACEMENT_FILE,
         PROMPTS_FOLDER,
         corruption_labels,
         prompt_modes,
@@ -84,5 +89,13 @@ def run(args: argparse.Namespace) -> int:
         run_config = replace(run_config, folder=str(root / name))
         records = evaluate(run_config, not args.no_progress, method)
     if main:
+        # where the displaced clicks landed: rebuilt from the ground truth, no model
+        placement = click_placement(
+            config, prompt_modes(section),
+            image_size=method.spec.image_size, low_res=method.spec.low_res_size,
+        )  # fmt: skip
+        if not placement.empty:
+            path = root / PROMPTS_FOLDER / PLACEMENT_FILE
+            write_text_atomically(path, placement.to_csv(index=False))
         print(f"robustness records: {root} ({len(runs)} evaluations; last {records})")
     return 0

@@ -27,6 +27,10 @@ PROMPT_CURVES = {
 PROMPTS_FOLDER = "prompts"
 IMAGES_FOLDER = "images"
 CLEAN = "clean"  # the images folder of severity 0: the corruption modes on clean images
+#: In each method's prompts folder: per image and displaced-click mode, the positive clicks and
+#: those outside the defect (:mod:`spt.harness.placement`).
+PLACEMENT_FILE = "click_placement.csv"
+PLACEMENT_COLUMNS = ["dataset", "image_id", "prompt_mode", "clicks", "outside"]
 
 
 @dataclass(frozen=True)

@@ -148,6 +148,12 @@ def robustness_report(
         "",
         pivot_markdown(curve_table, ["curve", "level"], order, "curve level"),
         "",
+    ]
+    placement = _click_placement(Path(root), records[is_prompts])
+    if placement is not None:
+        produced.append(write_text(out, "robustness_clicks.csv", placement.to_csv(index=False)))
+        lines += [_placement_sentence(placement), ""]
+    lines += [
         "## Image robustness",
         "",
         "![image robustness](robustness_images.png)",
@@ -198,3 +204,68 @@ def robustness_report(
     for method, change in mean_change.items():
         values[f"corruptions.{method}.change"] = change
     return produced + write_metrics(metrics, values)
+
+
+def _click_placement(root: Path, prompt_records: pd.DataFrame) -> pd.DataFrame | None:
+    """Per displaced-click mode: images, positive clicks, those outside the defect and their
+    share, from every method's ``prompts/click_placement.csv`` (identical for all methods: the
+    prompts are theirs alike, or the analysis would compare unlike things). None when no method
+    folder has one (a run before the file existed)."""
+    from spt.config.modes import split_mode
+    from spt.harness.robustness import PLACEMENT_COLUMNS, PLACEMENT_FILE
+
+    paths = [root / folder / PLACEMENT_FILE for folder in sorted(prompt_records["_path"].unique())]
+    present = [path for path in paths if path.is_file()]
+    if not present:
+        return None
+    if len(present) < len(paths):
+        absent = next(path for path in paths if not path.is_file())
+        raise SuiteError(
+            f"{absent}: missing, while {present[0]} exists; rerun `spt robustness` for that "
+            "method (it rewrites the file without re-scoring finished chunks)"
+        )
+    tables = {}
+    for path in present:
+        try:
+            table = pd.read_csv(path, dtype={"dataset": str, "image_id": str, "prompt_mode": str})
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            raise SuiteError(f"{path}: unreadable ({exc}); rerun `spt robustness`") from None
+        if list(table.columns) != PLACEMENT_COLUMNS:
+            raise SuiteError(
+                f"{path}: columns {list(table.columns)}, expected {PLACEMENT_COLUMNS}; rerun "
+                "`spt robustness`"
+            )
+        tables[path] = table
+    first = present[0]
+    for path in present[1:]:
+        if not tables[path].equals(tables[first]):
+            raise SuiteError(
+                f"{path} and {first} differ: the two methods met other clicks (other seed, "
+                "datasets or input protocol); rerun `spt robustness` for both with one params.yaml"
+            )
+    table = tables[first]
+    rows = []
+    for mode, group in table.groupby("prompt_mode", sort=False):
+        clicks, outside = int(group["clicks"].sum()), int(group["outside"].sum())
+        rows.append({
+            "prompt_mode": mode,
+            "level": split_mode(mode)[2],
+            "images": len(group),
+            "clicks": clicks,
+            "outside": outside,
+            "share_outside": outside / clicks if clicks else float("nan"),
+            "images_with_outside": int((group["outside"] > 0).sum()),
+        })  # fmt: skip
+    return pd.DataFrame(rows).sort_values("level", kind="stable").reset_index(drop=True)
+
+
+def _placement_sentence(placement: pd.DataFrame) -> str:
+    parts = [
+        f"{row.level:g} px: {row.share_outside:.1%} of {row.clicks} ({row.images_with_outside} "
+        f"of {row.images} images have one)"
+        for row in placement.itertuples()
+    ]
+    return (
+        "Displaced clicks that left the defect, still labelled positive (part of what the "
+        "displacement curve measures; `robustness_clicks.csv`): " + "; ".join(parts) + "."
+    )
