@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from spt.artifacts import TRAINED_FORMAT
 from spt.cli import main
 from spt.data.manifest import write_manifest
 from spt.harness.records import records_table, write_records
@@ -133,7 +134,7 @@ def make_inputs(
     run = runs[0][0]
     trained = root / "train" / run / "lora" / BACKBONE / "trained.pt"
     trained.parent.mkdir(parents=True)
-    torch.save({"trainable_parameters": LORA_PARAMETERS}, trained)
+    torch.save({"format": TRAINED_FORMAT, "trainable_parameters": LORA_PARAMETERS}, trained)
     write_prepared(root / "prepared")
     argv = ["report", "--eval-root", str(root / "eval"), "--train-root", str(root / "train")]
     argv += ["--prepared-root", str(root / "missing"), str(root / "prepared")]

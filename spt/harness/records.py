@@ -117,31 +117,30 @@ def write_records(
     write_output(Path(path), lambda tmp: pq.write_table(table, tmp))
 
 
-def read_cost(path: str | Path) -> dict | None:
-    """How a records file was computed and what it cost beyond the timing columns (device,
-    precision, attention, processes, peak memory of the process and its kind); None for a file
-    written without it."""
+def _metadata_object(path: str | Path, key: bytes) -> dict | None:
+    """The JSON object stored under ``key`` in a records file's schema metadata; None when the
+    file was written without it."""
     try:
-        raw = (pq.read_schema(path).metadata or {}).get(COST_KEY)
+        raw = (pq.read_schema(path).metadata or {}).get(key)
         value = None if raw is None else json.loads(raw)
     except (pa.ArrowInvalid, OSError, ValueError) as exc:
         raise SuiteError(
             f"{path}: unreadable records metadata ({exc}); rerun `spt evaluate`"
         ) from None
     return value if isinstance(value, dict) else None
+
+
+def read_cost(path: str | Path) -> dict | None:
+    """How a records file was computed and what it cost beyond the timing columns (device,
+    precision, attention, processes, peak memory of the process and its kind); None for a file
+    written without it."""
+    return _metadata_object(path, COST_KEY)
 
 
 def read_weights(path: str | Path) -> dict | None:
     """The weights a records file was computed with (checkpoint paths, sha256, whether the
     base SAM was randomly initialised); None for a file written without them."""
-    try:
-        raw = (pq.read_schema(path).metadata or {}).get(WEIGHTS_KEY)
-        value = None if raw is None else json.loads(raw)
-    except (pa.ArrowInvalid, OSError, ValueError) as exc:
-        raise SuiteError(
-            f"{path}: unreadable records metadata ({exc}); rerun `spt evaluate`"
-        ) from None
-    return value if isinstance(value, dict) else None
+    return _metadata_object(path, WEIGHTS_KEY)
 
 
 def read_numerics(path: str | Path) -> dict | None:

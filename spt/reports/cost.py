@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
+from spt.artifacts import read_trained
 from spt.errors import SuiteError
 from spt.harness.records import STATUS_OK, read_cost, read_records
 
@@ -55,14 +55,7 @@ def _runs(root: Path, method: str, backbone: str, name: str | None) -> list[Path
 
 
 def _trained_info(path: Path) -> dict:
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable or unsafe file gets the same one-line answer
-        raise SuiteError(
-            f"{path}: unreadable trained checkpoint ({type(exc).__name__}); rerun `spt train`"
-        ) from None
-    if not isinstance(blob, dict):
-        raise SuiteError(f"{path}: not written by `spt train`; retrain")
+    blob = read_trained(path)
     compute = blob.get("compute") or {}
     numerics = blob.get("numerics") or {}
     return {

@@ -31,9 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from spt.artifacts import folder_lock, read_examples, write_text_atomically
+from spt.artifacts import folder_lock, read_examples, read_trained, write_text_atomically
 from spt.data.images import read_mask, read_rgb
 from spt.data.manifest import find_manifest, read_manifest, resolve_manifest_path
 from spt.errors import SuiteError
@@ -150,13 +149,7 @@ def trainable_parameters(train_root: Path, method: str, backbone: str) -> int | 
     path = first_run_file(train_root, method, backbone, TRAINED_FILE)
     if not path.is_file():
         return 0 if method == ZERO_SHOT else None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable or unsafe file gets the same one-line answer
-        raise SuiteError(
-            f"{path}: unreadable trained checkpoint ({type(exc).__name__}); rerun `spt train`"
-        ) from None
-    count = blob.get("trainable_parameters") if isinstance(blob, dict) else None
+    count = read_trained(path).get("trainable_parameters")
     if isinstance(count, bool) or not isinstance(count, int):
         raise SuiteError(
             f"{path}: no integer 'trainable_parameters'; not written by `spt train`, retrain"
