@@ -115,7 +115,8 @@ def regress(session: nox.Session) -> None:
     (ROOT / "data").mkdir(exist_ok=True)
     _run_in_suite(session, "dvc", "repro")
     _run_in_suite(
-        session, "spt", "regress", "--records", "work/eval",
+        session, "spt", "regress",
+        "--records", "work/eval", "work/robust", "work/label_efficiency_eval", "work/transfer_eval",
         "--reference", "reports/reference/embedded_metrics.json", *session.posargs,
     )  # fmt: skip
 

@@ -487,8 +487,8 @@ def test_the_pooled_sd_is_the_root_mean_variance_over_prompt_modes(three_seed_re
     _, rows = _checked_document(three_seed_reference, "reference")
     for metric, expected in (("iou", POOLED_SD), ("biou", POOLED_SD / 2)):
         sds = pooled_seed_sd(rows, metric)
-        assert set(sds) == {("tiny", "mvtec"), ("tiny", "mean")}
-        assert sds[("tiny", "mvtec")] == pytest.approx(expected, abs=1e-6)
+        assert set(sds) == {("", "tiny", "mvtec"), ("", "tiny", "mean")}
+        assert sds[("", "tiny", "mvtec")] == pytest.approx(expected, abs=1e-6)
 
 
 def test_tight_mode_compares_the_same_seeds_and_fails_on_a_small_move(three_seed_reference):
@@ -668,7 +668,7 @@ def test_the_spread_pools_a_datasets_methods_since_a_seed_moves_all_prompt_modes
     from spt.reports.regression import _checked_document
 
     _, by_key = _checked_document(reference, "reference")
-    pooled = pooled_seed_sd(by_key, "iou")[("tiny", "mvtec")]
+    pooled = pooled_seed_sd(by_key, "iou")[("", "tiny", "mvtec")]
     assert pooled == pytest.approx(((0.001**2 + 0.04**2) / 2) ** 0.5, rel=1e-4)
     moved = [
         {**r, "iou": r["iou"] + 0.03} if r["method"] == "steady" else r
@@ -679,3 +679,165 @@ def test_the_spread_pools_a_datasets_methods_since_a_seed_moves_all_prompt_modes
     assert check(current, reference, NATIVE).passed  # 0.03 < 5 x 0.028
     far = current.assign(iou=np.where(current["method"] == "steady", 0.5 + 0.2, current["iou"]))
     assert not check(far, reference, NATIVE).passed
+
+
+# --- record sets: the analyses' evaluations beside the main one ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("folder", "expected"),
+    [
+        ("seed0/spt/tiny", ""),  # the main evaluation
+        ("spt/tiny", ""),
+        ("seed0/spt/tiny/prompts", "prompts"),  # spt robustness
+        ("seed0/spt/tiny/images/jpeg-3", "images/jpeg-3"),
+        ("seed0/k1/spt/tiny", "k1"),  # label efficiency
+        ("seed0/without_mtd_twin/spt/tiny", "without_mtd_twin"),  # transfer
+        ("seed1/spt/tiny", "seed1"),  # not the records' seed: kept, never silently dropped
+    ],
+)
+def test_variant_is_the_folder_less_seed_method_and_backbone(folder, expected):
+    from pathlib import Path
+
+    from spt.reports.regression import variant_of
+
+    records = pd.DataFrame([record("spt", "final", "mvtec", 0, 0.5, 0.4)], columns=HARNESS_COLUMNS)
+    assert variant_of(Path(folder), records) == expected
+
+
+@pytest.fixture()
+def pipeline_folders(tmp_path):
+    """The main evaluation and a robustness run laid out as the pipeline writes them: the
+    robustness records repeat the main ones' methods, modes and images, in sub-folders."""
+    records = hand_records()
+    roots = {"eval": tmp_path / "work" / "eval", "robust": tmp_path / "work" / "robust"}
+    for method, part in records.groupby("method"):
+        base = f"seed0/{method}/tiny"
+        write_records_file(part, roots["eval"] / base / "records.parquet")
+        for folder, shift in (("prompts", 0.0), ("images/jpeg-3", -0.05)):
+            changed = part.assign(iou=part["iou"] + shift)
+            write_records_file(changed, roots["robust"] / base / folder / "records.parquet")
+    return roots
+
+
+def test_analysis_records_keep_rows_of_their_own_and_are_checked(
+    pipeline_folders, tmp_path, capsys
+):
+    reference = tmp_path / "ref.json"
+    roots = [str(pipeline_folders["eval"]), str(pipeline_folders["robust"])]
+    argv = ["regress", "--records", *roots, "--reference", str(reference)]
+    assert main([*argv, "--update"]) == 0
+    rows = json.loads(reference.read_text())["metrics"]
+    by_mode = {}
+    for row in rows:
+        by_mode.setdefault(row["prompt_mode"], {})[
+            (row["method"], row["stage"], row["dataset"])
+        ] = row
+    assert set(by_mode) == {"box", "robust/prompts/box", "robust/images/jpeg-3/box"}
+    key = ("spt", "final", "mvtec")
+    assert by_mode["box"][key]["iou"] == pytest.approx(0.7)
+    assert by_mode["robust/prompts/box"][key]["iou"] == pytest.approx(0.7)
+    assert by_mode["robust/images/jpeg-3/box"][key]["iou"] == pytest.approx(0.65)
+    capsys.readouterr()
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "record sets the main evaluation, robust" in out and "not checked" not in out
+
+    # a regression in one corruption's records alone fails, naming the prefixed row
+    jpeg = pipeline_folders["robust"] / "seed0/spt/tiny/images/jpeg-3/records.parquet"
+    planted = read_records(jpeg)
+    planted.loc[planted["stage"] == "final", "iou"] -= 0.1
+    write_records_file(planted, jpeg)
+    assert main(argv) == 1
+    moved = [line.split()[:9] for line in capsys.readouterr().out.splitlines()]
+    assert ["moved", "spt", "tiny", "robust/images/jpeg-3/box", "final", "mvtec", "iou",
+            "0.650000", "0.550000"] in moved  # fmt: skip
+
+    # the main evaluation alone is still checked, and the rows left out are named
+    assert main(["regress", "--records", roots[0], "--reference", str(reference)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-2].startswith("metrics match the reference")
+    assert out[-1].startswith("not checked: ") and "reference rows of robust" in out[-1]
+    n_robust = sum(row["prompt_mode"].startswith("robust/") for row in rows)
+    assert f"not checked: {n_robust} reference rows" in out[-1]
+
+
+def test_an_analysis_folder_without_its_records_fails(pipeline_folders, tmp_path, capsys):
+    reference = tmp_path / "ref.json"
+    roots = [str(pipeline_folders["eval"]), str(pipeline_folders["robust"])]
+    argv = ["regress", "--records", *roots, "--reference", str(reference)]
+    assert main([*argv, "--update"]) == 0
+    (pipeline_folders["robust"] / "seed0/spt/tiny/images/jpeg-3/records.parquet").unlink()
+    capsys.readouterr()
+    assert main(argv) == 1
+    missing = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert ["missing", "spt", "tiny", "robust/images/jpeg-3/box", "final", "mvtec"] in [
+        fields[:6] for fields in missing
+    ]
+
+
+def test_update_from_fewer_record_sets_says_what_it_drops(pipeline_folders, tmp_path, capsys):
+    reference = tmp_path / "ref.json"
+    roots = [str(pipeline_folders["eval"]), str(pipeline_folders["robust"])]
+    assert main(["regress", "--records", *roots, "--reference", str(reference), "--update"]) == 0
+    capsys.readouterr()
+    argv = ["regress", "--records", roots[0], "--reference", str(reference), "--update"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dropped from the reference: the rows of robust (not among --records)" in out
+    assert all(
+        "/" not in row["prompt_mode"] for row in json.loads(reference.read_text())["metrics"]
+    )
+
+
+def test_default_records_are_the_pipeline_folders_that_exist(
+    pipeline_folders, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(tmp_path)
+    assert main(["regress", "--reference", "ref.json", "--update"]) == 0
+    modes = {
+        row["prompt_mode"] for row in json.loads((tmp_path / "ref.json").read_text())["metrics"]
+    }
+    assert modes == {"box", "robust/prompts/box", "robust/images/jpeg-3/box"}
+    monkeypatch.chdir(tmp_path / "work")  # no work/ folders below here
+    capsys.readouterr()
+    assert main(["regress", "--reference", str(tmp_path / "ref.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no records: none of work/eval" in err and "dvc repro" in err
+
+
+def test_the_spread_is_pooled_per_record_set(tmp_path):
+    from spt.reports.regression import _checked_document, labelled
+
+    main_records = seeded_records()
+    noisy = labelled(seeded_records(), "robust", "images/noise-5")
+    # the analysis rows spread ten times as much over seeds as the main ones
+    noisy["iou"] = BASE_IOU + (noisy["iou"] - BASE_IOU) * 10
+    reference = reference_of(pd.concat([main_records, noisy]), tmp_path, numerics=PORTABLE)
+    _, rows = _checked_document(reference, "reference")
+    sds = pooled_seed_sd(rows, "iou")
+    assert sds[("", "tiny", "mvtec")] == pytest.approx(POOLED_SD, abs=1e-6)  # as if alone
+    assert sds[("robust", "tiny", "mvtec")] == pytest.approx(10 * POOLED_SD, abs=1e-5)
+    # a main row moved beyond its own spread fails, however wide the analysis rows' spread
+    moved = seeded_records(seeds=(0,), shift={"coarse": SPREAD_K * POOLED_SD + 0.002})
+    current = pd.concat([moved, labelled(seeded_records(seeds=(0,)), "robust", "images/noise-5")])
+    current.loc[current["prompt_mode"].str.startswith("robust/"), "iou"] = BASE_IOU
+    result = check(current, reference, NATIVE)
+    assert {(d.key[2], d.key[4]) for d in result.differences} == {
+        ("coarse", "mvtec"),
+        ("coarse", "mean"),
+    }
+
+
+def test_a_seed_folder_belongs_to_the_record_set_above_it(pipeline_folders, tmp_path, capsys):
+    reference = tmp_path / "ref.json"
+    roots = [str(pipeline_folders["eval"]), str(pipeline_folders["robust"])]
+    assert main(["regress", "--records", *roots, "--reference", str(reference), "--update"]) == 0
+    capsys.readouterr()
+    seed_folders = [
+        str(pipeline_folders["eval"] / "seed0"),
+        str(pipeline_folders["robust"] / "seed0"),
+    ]
+    assert main(["regress", "--records", *seed_folders, "--reference", str(reference)]) == 0
+    out = capsys.readouterr().out
+    assert "record sets the main evaluation, robust" in out and "not checked" not in out

@@ -15,6 +15,9 @@ from spt.errors import SuiteError
 NAME = "regress"
 DEFAULT_REFERENCE = "reports/reference/embedded_metrics.json"
 RECORDS_FILE = "records.parquet"
+#: Where the pipeline (dvc.yaml) writes the records the reference is made from: the main
+#: evaluation, then the robustness, label-efficiency and transfer evaluations.
+PIPELINE_RECORDS = ("work/eval", "work/robust", "work/label_efficiency_eval", "work/transfer_eval")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,6 +34,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "Inputs: --records, parquet files written by `spt evaluate` or folders searched\n"
             f"recursively for {RECORDS_FILE}; --reference, the JSON reference. The numerics the\n"
             "records were computed with are read from their files (all must agree).\n"
+            "Record sets: records in a sub-folder of their own below a folder argument (the\n"
+            "analyses' evaluations: work/robust/seed0/spt/tiny/images/jpeg-3) keep rows of their\n"
+            "own, their prompt mode prefixed with the folder name and the sub-folder\n"
+            "(robust/images/jpeg-3/box); the others are the main evaluation. Reference rows of a\n"
+            "record set not among --records are not expected and are counted on a last line;\n"
+            "`nox -s regress` passes work/eval and the three analysis folders.\n"
             "Mode: with the reference's numerics (bit-identical: same fingerprint, see `spt\n"
             "numerics`) each row is compared with the reference's values for the same seeds\n"
             "within the absolute tolerance; with other or unknown numerics (another CPU in\n"
@@ -47,16 +56,17 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             f"{tolerance} when a reference is first created); edit it there.\n"
             "--update rewrites the reference from the records (their seeds, per-seed values and\n"
             "numerics), keeping its tolerance, after printing what changed; make it from 3 seeds\n"
-            f"(`{REFERENCE_SEEDS_COMMAND}`, then `spt regress --records work/eval\n"
-            "--update`) so other platforms can be checked, and commit it after reviewing the diff."
+            f"(`{REFERENCE_SEEDS_COMMAND}`, then `spt regress --update`) so other platforms can\n"
+            "be checked, and commit it after reviewing the diff."
         ),
     )
     parser.add_argument(
         "--records",
         nargs="+",
-        required=True,
+        default=None,
         metavar="PATH",
-        help=f"records parquet file(s) or folder(s) holding {RECORDS_FILE} files",
+        help=f"records parquet file(s) or folder(s) holding {RECORDS_FILE} files (default: the "
+        f"pipeline's {', '.join(PIPELINE_RECORDS)}, those that exist)",
     )
     parser.add_argument("--reference", default=DEFAULT_REFERENCE, help="reference JSON file")
     parser.add_argument(
@@ -66,8 +76,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return parser
 
 
-def records_files(paths: list[str]) -> list[Path]:
-    """The parquet files named by ``paths``: files as given, folders searched recursively."""
+def records_files(paths: list[str]) -> list[tuple[Path, Path | None]]:
+    """``(file, folder)`` for the parquet files named by ``paths``: folders searched
+    recursively (``folder`` the one given), files as given (``folder`` None)."""
     files = []
     for name in paths:
         path = Path(name)
@@ -78,28 +89,42 @@ def records_files(paths: list[str]) -> list[Path]:
                     f"{path}: no {RECORDS_FILE} below this folder; run `spt evaluate` first "
                     "or pass the records file itself"
                 )
-            files += found
+            files += [(file, path) for file in found]
         elif path.is_file():
-            files.append(path)
+            files.append((path, None))
         else:
             raise SuiteError(f"{path}: no such records file or folder; check --records")
     return files
 
 
-def read_all_records(paths: list[str]) -> pd.DataFrame:
+def read_all_records(files: list[tuple[Path, Path | None]]) -> tuple[pd.DataFrame, set[str]]:
+    """Every records file of ``files`` (:func:`records_files`), and the record sets they make
+    up: records in a sub-folder of their own below a folder argument (an analysis's:
+    ``prompts``, ``k1``...) have ``<folder name>/<sub-folder>/`` prefixed to their prompt modes
+    (their record set is the folder's name); the others are the main evaluation (set "")."""
     from spt.harness.records import read_records
+    from spt.reports.regression import labelled, record_set_name, record_set_of, variant_of
 
-    frames = [read_records(path) for path in records_files(paths)]
-    return pd.concat(frames, ignore_index=True)
+    frames = []
+    for file, folder in files:
+        records = read_records(file)
+        if folder is not None:
+            variant = variant_of(file.parent.relative_to(folder), records)
+            records = labelled(records, record_set_name(folder), variant)
+        frames.append(records)
+    records = pd.concat(frames, ignore_index=True)
+    return records, {record_set_of(mode) for mode in records["prompt_mode"].unique()}
 
 
-def _update(reference_path: Path, current: dict, numerics: dict) -> int:
+def _update(reference_path: Path, current: dict, numerics: dict, record_sets: set[str]) -> int:
     from spt.reports.regression import (
         MIN_SPREAD_SEEDS,
         REFERENCE_SEEDS_COMMAND,
         check_regression,
         kept_tolerance,
         load_reference,
+        record_set_of,
+        record_sets_text,
         write_reference,
     )
 
@@ -111,12 +136,20 @@ def _update(reference_path: Path, current: dict, numerics: dict) -> int:
             print(f"previous reference unusable ({exc}); rewriting it, keeping its tolerance")
         else:
             try:
-                result = check_regression(current, previous, numerics)
+                result = check_regression(current, previous, numerics, record_sets)
+                dropped = {
+                    record_set_of(row["prompt_mode"]) for row in previous["metrics"]
+                } - record_sets
             except SuiteError as exc:
                 print(f"not compared with the previous reference: {exc}")
             else:
                 changes = result.diff_table() or "no metric changed beyond the allowed difference"
                 print("\n".join(part for part in (result.note, changes) if part))
+                if dropped:
+                    print(
+                        f"dropped from the reference: the rows of {record_sets_text(dropped)} "
+                        "(not among --records)"
+                    )
     write_reference(reference_path, current, numerics=numerics)  # keeps the file's tolerance
     seeds = current["seeds"]
     print(
@@ -131,8 +164,22 @@ def _update(reference_path: Path, current: dict, numerics: dict) -> int:
     return 0
 
 
+def pipeline_records() -> list[str]:
+    """The pipeline's records folders that exist here (:data:`PIPELINE_RECORDS`)."""
+    found = [name for name in PIPELINE_RECORDS if Path(name).is_dir()]
+    if not found:
+        raise SuiteError(
+            f"no records: none of {', '.join(PIPELINE_RECORDS)} exists here; run `dvc repro` "
+            "(or `spt evaluate`) first, or pass --records PATH"
+        )
+    return found
+
+
 def run(args: argparse.Namespace) -> int:
-    from spt.harness.records import read_numerics, read_records
+    from spt.harness.records import read_numerics
+
+    if args.records is None:
+        args.records = pipeline_records()
     from spt.reports.regression import (
         check_regression,
         common_numerics,
@@ -141,13 +188,14 @@ def run(args: argparse.Namespace) -> int:
     )
 
     files = records_files(args.records)
-    records = pd.concat([read_records(path) for path in files], ignore_index=True)
+    records, record_sets = read_all_records(files)
     current = summarise_for_reference(records)
-    per_file = [(path, read_numerics(path)) for path in files]
+    per_file = [(path, read_numerics(path)) for path, _ in files]
     reference_path = Path(args.reference)
     if args.update:
-        return _update(reference_path, current, common_numerics(per_file, for_update=True))
+        numerics = common_numerics(per_file, for_update=True)
+        return _update(reference_path, current, numerics, record_sets)
     numerics = common_numerics(per_file)
-    result = check_regression(current, load_reference(reference_path), numerics)
+    result = check_regression(current, load_reference(reference_path), numerics, record_sets)
     print(result.report())
     return 0 if result.passed else 1

@@ -41,8 +41,8 @@ spread (other or unknown numerics: another CPU model in native mode, a CPU witho
     another seed, so bit-for-bit comparison is meaningless. Each row's current mean is compared
     with the mean of all the reference's per-seed values within
     ``max(tolerance, SPREAD_K * pooled_sd)``. ``pooled_sd`` is the seed-to-seed standard
-    deviation of the metric pooled over every row of the same (backbone, dataset): all methods,
-    stages and prompt modes, the root of the mean of the rows' sample variances (ddof=1); the
+    deviation of the metric pooled over every row of the same (record set, backbone, dataset):
+    all methods, stages and prompt modes, the root of the mean of the rows' sample variances (ddof=1); the
     unweighted mean over datasets (dataset ``mean``) is its own group. Needs a reference of at
     least two seeds (``dvc exp run -S 'pipeline.seeds=[0,1,2]'``, then ``spt regress --update``).
 
@@ -62,6 +62,16 @@ real regression still fails when it moves a value by more than ~5 seed sd of its
 (median allowed IoU move on the embedded default: 0.028; the mean over datasets: 0.020), and n,
 missing and new rows are compared exactly in both modes.
 
+Record sets: the analyses' evaluations (``spt robustness``, the label-efficiency and transfer
+evaluate stages) score the same methods, prompt modes and images as the main one, in folders of
+their own (``work/robust/seed0/spt/tiny/images/jpeg-3``). ``spt regress`` keeps them apart by
+prefixing their prompt modes with the ``--records`` folder's name and the sub-folder
+(:func:`variant_of`, :func:`labelled`): ``robust/images/jpeg-3/box``, ``robust/prompts/
+box+shift0.1``, ``label_efficiency_eval/k1/box``, ``transfer_eval/without_mtd_twin/box``. The
+folder's name is the row's record set (the main evaluation's is ""); a reference row is expected
+only when its record set is among the records checked, and the rows of the others are counted
+on a last line, so the main evaluation can still be checked alone.
+
 The check also fails when ``n`` changes (the metric would average other images) or when a row
 exists on one side only; a reference row counts as expected when it has a value for one of the
 current run's seeds. An unexpected improvement fails too: the committed numbers would no longer
@@ -76,6 +86,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,19 +109,19 @@ DEFAULT_TOLERANCE = {"iou": 0.005, "biou": 0.01}
 DECIMALS = 6
 COMPARED_WITHIN = ["backbone", "prompt_mode"]  # rows whose headlines are compared with each other
 SPREAD_K = 5
-SPREAD_GROUP = ("backbone", "dataset")  # rows whose seed variances are pooled
+SPREAD_GROUP = ("backbone", "dataset")  # rows whose seed variances are pooled, per record set
 MIN_SPREAD_SEEDS = 2
 TIGHT, SPREAD = "tight", "spread"
+# prompt modes never hold it, folder paths do: "<record set>/<variant>/<mode>" (see labelled)
+VARIANT_SEPARATOR = "/"
 REFERENCE_SEEDS_COMMAND = "dvc exp run -S 'pipeline.seeds=[0,1,2]'"
-REGENERATE = (
-    f"regenerate it from 3 seeds: `{REFERENCE_SEEDS_COMMAND}`, then "
-    "`spt regress --records work/eval --update`"
-)
+REGENERATE = f"regenerate it from 3 seeds: `{REFERENCE_SEEDS_COMMAND}`, then `spt regress --update`"
 DESCRIPTION = (
     "Mean IoU and boundary IoU per (method, backbone, prompt_mode, stage, dataset) of the "
     "embedded default evaluation, per seed ('seeds') and averaged over seeds; dataset 'mean' "
     "is the unweighted mean over datasets, n the number of scorable records (summed over "
-    "seeds). 'numerics' says how the numbers were computed. `spt regress` compares the same "
+    "seeds). Prompt modes prefixed '<folder>/<sub-folder>/' are the analyses' evaluations "
+    "(robust/, label_efficiency_eval/, transfer_eval/ below work/). 'numerics' says how the numbers were computed. `spt regress` compares the same "
     "seeds within the absolute tolerance when the numerics are bit-identical, else within "
     f"max(tolerance, {SPREAD_K} x the pooled seed sd); it fails when n changes or a row appears "
     "or disappears. After an intended change, rewrite it with `spt regress --update` (from 3 "
@@ -136,6 +147,55 @@ def _sort_key(row: Mapping) -> tuple:
 
 def _seeds_text(seeds) -> str:
     return ", ".join(str(s) for s in seeds)
+
+
+def variant_of(folder: Path, records: pd.DataFrame) -> str:
+    """What distinguishes the records in ``folder`` (a path below a ``--records`` folder) from
+    other evaluations of the same method: the folder less its ``seed<N>`` and
+    ``<method>/<backbone>`` parts. "" for the main evaluation's ``seed0/spt/tiny``;
+    ``prompts``, ``images/gaussian_noise-3``, ``k1``, ``without_mtd_twin`` for the analyses'."""
+    parts = list(Path(folder).parts)
+    methods, backbones = records["method"].unique(), records["backbone"].unique()
+    if len(methods) == 1 and len(backbones) == 1:
+        pair = [str(methods[0]), str(backbones[0])]
+        for index in range(len(parts) - 1):
+            if parts[index : index + 2] == pair:
+                del parts[index : index + 2]
+                break
+    seeds = records["seed"].unique()
+    if len(seeds) == 1 and f"seed{int(seeds[0])}" in parts:
+        parts.remove(f"seed{int(seeds[0])}")
+    return "/".join(parts)
+
+
+def record_set_name(folder: Path) -> str:
+    """The record set of the records below a ``--records`` folder: its name, or that of the
+    nearest folder above it not named ``seed<N>`` (``work/robust/seed0`` is ``robust``)."""
+    path = Path(folder).resolve()
+    while re.fullmatch(r"seed[0-9]+", path.name) and path.parent != path:
+        path = path.parent
+    return path.name
+
+
+def labelled(records: pd.DataFrame, record_set: str, variant: str) -> pd.DataFrame:
+    """``records`` with ``<record_set>/<variant>/`` before their prompt modes (unchanged when
+    ``variant`` is "": the main evaluation), so that the analyses' evaluations, which repeat the
+    main one's methods and prompt modes, keep rows of their own."""
+    if not variant:
+        return records
+    prefix = f"{record_set}{VARIANT_SEPARATOR}{variant}{VARIANT_SEPARATOR}"
+    return records.assign(prompt_mode=prefix + records["prompt_mode"].astype(str))
+
+
+def record_set_of(prompt_mode: str) -> str:
+    """The record set of a row: the ``--records`` folder name its prompt mode was prefixed with
+    (:func:`labelled`), or "" for the main evaluation."""
+    head, separator, _ = str(prompt_mode).partition(VARIANT_SEPARATOR)
+    return head if separator else ""
+
+
+def record_sets_text(sets) -> str:
+    return ", ".join(s or "the main evaluation" for s in sorted(sets))
 
 
 def summarise_for_reference(records: pd.DataFrame) -> dict:
@@ -515,6 +575,8 @@ class RegressionResult:
     note: str = ""  # spread mode: the one line saying why (printed first)
     seeds: tuple[int, ...] = ()  # the current run's seeds
     reference_seeds: tuple[int, ...] = ()
+    checked_sets: tuple[str, ...] = ()  # record sets compared ("" the main evaluation)
+    unchecked: tuple[tuple[str, int], ...] = ()  # (record set, reference rows) not given
 
     @property
     def passed(self) -> bool:
@@ -557,6 +619,8 @@ class RegressionResult:
                 f"seed(s) {_seeds_text(self.seeds)} against the reference's "
                 f"{_seeds_text(self.reference_seeds)}"
             )
+        if len(self.checked_sets) > 1:
+            seeds += f"; record sets {record_sets_text(self.checked_sets)}"
         if self.passed:
             return (
                 f"metrics match the reference ({self.mode_text}): {self.n_compared} rows "
@@ -567,8 +631,18 @@ class RegressionResult:
             f"{self.n_compared} compared rows (within {within}; {seeds})"
         )
 
+    def unchecked_text(self) -> str:
+        """One line naming the reference's record sets that were not compared; "" if none."""
+        if not self.unchecked:
+            return ""
+        rows = sum(n for _, n in self.unchecked)
+        return (
+            f"not checked: {rows} reference rows of {record_sets_text(s for s, _ in self.unchecked)}"
+            " (not among --records; nox -s regress passes them all)"
+        )
+
     def report(self) -> str:
-        parts = (self.note, self.diff_table(), self.summary())
+        parts = (self.note, self.diff_table(), self.summary(), self.unchecked_text())
         return "\n".join(part for part in parts if part)
 
 
@@ -594,7 +668,7 @@ def _seed_n(row: Mapping, seeds) -> int:
 
 
 def pooled_seed_sd(rows: Mapping[tuple, Mapping], metric: str) -> dict[tuple, float | None]:
-    """Per (backbone, dataset): the root of the mean over its rows (methods, stages, prompt
+    """Per (record set, backbone, dataset): the root of the mean over its rows (methods, stages, prompt
     modes) of the sample variance (ddof=1) of the per-seed values; rows with fewer than two
     non-null seeds are left out, and a group with none has None."""
     variances: dict[tuple, list[float]] = {}
@@ -608,8 +682,10 @@ def pooled_seed_sd(rows: Mapping[tuple, Mapping], metric: str) -> dict[tuple, fl
 
 
 def _spread_group(key: tuple) -> tuple:
+    # per record set: a corruption or a label-starved training spreads otherwise than the main
+    # evaluation, whose allowed differences stay what they were before the analyses joined
     named = dict(zip(KEY, key, strict=True))
-    return tuple(named[k] for k in SPREAD_GROUP)
+    return (record_set_of(named["prompt_mode"]), *(named[k] for k in SPREAD_GROUP))
 
 
 def check_mode(current_numerics: Mapping | None, reference: Mapping) -> tuple[str, str]:
@@ -646,10 +722,17 @@ def numerics_differences(current: Mapping, reference: Mapping) -> list[str]:
 
 
 def check_regression(
-    current: Mapping, reference: Mapping, numerics: Mapping | None = None
+    current: Mapping,
+    reference: Mapping,
+    numerics: Mapping | None = None,
+    record_sets: set[str] | None = None,
 ) -> RegressionResult:
     """Compare ``current`` (from :func:`summarise_for_reference`), whose records were computed
-    with ``numerics`` (:func:`common_numerics`; None: unknown), with a reference document."""
+    with ``numerics`` (:func:`common_numerics`; None: unknown), with a reference document.
+
+    ``record_sets``: the record sets the current records hold (:func:`record_set_of`; None:
+    every set of the reference); the reference's rows of other sets are not expected, and the
+    result counts them as unchecked."""
     tolerance = _checked_tolerance(reference.get("tolerance"), "reference")
     ref_seeds, ref_rows = _checked_document(reference, "reference")
     cur_seeds, cur_rows = _checked_document(current, "current metrics")
@@ -670,8 +753,25 @@ def check_regression(
             f"{_seeds_text(ref_seeds)}; {reason}): evaluate seeds the reference has, or update it "
             f"with `spt regress --update` from records of the seeds to check"
         )
-    # a reference row is expected when it has a value for one of the seeds compared
-    expected = {k: r for k, r in ref_rows.items() if any(s in r["seeds"] for s in cur_seeds)}
+    # a reference row is expected when it has a value for one of the seeds compared, and is
+    # of a record set given (the main evaluation can be checked without the analyses)
+    mode_at = KEY.index("prompt_mode")
+    given = (
+        {record_set_of(k[mode_at]) for k in ref_rows}
+        | {record_set_of(k[mode_at]) for k in cur_rows}
+        if record_sets is None
+        else set(record_sets)
+    )
+    unchecked: dict[str, int] = {}
+    expected = {}
+    for key, row in ref_rows.items():
+        if not any(s in row["seeds"] for s in cur_seeds):
+            continue
+        row_set = record_set_of(key[mode_at])
+        if row_set in given:
+            expected[key] = row
+        else:
+            unchecked[row_set] = unchecked.get(row_set, 0) + 1
     sds = {m: pooled_seed_sd(ref_rows, m) for m in REFERENCE_METRICS}
     found = []
     for key in sorted(
@@ -699,5 +799,6 @@ def check_regression(
             found.append(Difference("n changed", key, "n", ref_n, cur_n))
     n_compared = len(expected.keys() & cur_rows.keys())
     return RegressionResult(
-        tuple(found), n_compared, tolerance, mode, note, tuple(cur_seeds), tuple(ref_seeds)
-    )
+        tuple(found), n_compared, tolerance, mode, note, tuple(cur_seeds), tuple(ref_seeds),
+        tuple(sorted(given)), tuple(sorted(unchecked.items())),
+    )  # fmt: skip
