@@ -841,3 +841,33 @@ def test_a_seed_folder_belongs_to_the_record_set_above_it(pipeline_folders, tmp_
     assert main(["regress", "--records", *seed_folders, "--reference", str(reference)]) == 0
     out = capsys.readouterr().out
     assert "record sets the main evaluation, robust" in out and "not checked" not in out
+
+
+def test_the_spread_multiple_keeps_the_family_wise_false_alarm_rate():
+    """k is the Bonferroni bound: a run that behaves like one more seed (each value's z a t with
+    SPREAD_DF degrees of freedom, scaled by sqrt(1 + 1/R)) fails any of N values with chance at
+    most SPREAD_ALPHA, and not far below it; never below SPREAD_K."""
+    from scipy import stats
+
+    from spt.reports.regression import SPREAD_ALPHA, SPREAD_DF, spread_k
+
+    assert spread_k(12, 3) == SPREAD_K and spread_k(0, 3) == SPREAD_K
+    previous = SPREAD_K
+    for n in (588, 1000, 3288, 10_000):
+        k = spread_k(n, 3)
+        assert k > previous
+        previous = k
+        per_value = 2 * stats.t.sf(k / np.sqrt(1 + 1 / 3), SPREAD_DF)
+        family = 1 - (1 - per_value) ** n
+        assert SPREAD_ALPHA * 0.95 < family <= SPREAD_ALPHA + 1e-12, (n, family)
+    assert round(spread_k(588, 3), 2) == 6.69 and round(spread_k(3288, 3), 2) == 8.03
+    assert spread_k(3288, 10) < spread_k(3288, 3)  # a mean of more seeds scatters less
+
+
+def test_the_spread_check_uses_the_multiple_for_its_number_of_values(three_seed_reference):
+    from spt.reports.regression import spread_k
+
+    result = check(seeded_records(seeds=(0,)), three_seed_reference, NATIVE)
+    assert result.n_values == 2 * result.n_compared
+    assert result.k == spread_k(result.n_values, 3)
+    assert f"k for {result.n_values} values" in result.summary()
