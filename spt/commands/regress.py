@@ -46,9 +46,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
             "native mode, no FMA, other library builds) a first line says so and each row's\n"
             "mean is compared with the reference's mean over its seeds within\n"
             "max(tolerance, k x the seed-to-seed sd pooled over the dataset's rows), k the\n"
-            f"Bonferroni bound for the number of values compared (at least {SPREAD_K}; 8.0 for the\n"
-            "embedded default's 3288), which\n"
-            "needs a reference of at least 2 seeds. n is compared exactly in both modes.\n"
+            f"Bonferroni bound for the number of values compared (at least {SPREAD_K}; 8.0 for\n"
+            "the embedded default's 3288), which needs a reference of at least 2 seeds. n is\n"
+            "compared exactly in both modes.\n"
             "Output: the rows that differ (metric beyond the allowed difference in either\n"
             "direction, n changed, row missing or new) with both values, then a summary line\n"
             "naming the mode.\n"
@@ -179,9 +179,6 @@ def pipeline_records() -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     from spt.harness.records import read_numerics
-
-    if args.records is None:
-        args.records = pipeline_records()
     from spt.reports.regression import (
         check_regression,
         common_numerics,
@@ -189,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
         summarise_for_reference,
     )
 
-    files = records_files(args.records)
+    files = records_files(pipeline_records() if args.records is None else args.records)
     records, record_sets = read_all_records(files)
     current = summarise_for_reference(records)
     per_file = [(path, read_numerics(path)) for path, _ in files]

@@ -67,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         return relaunch(args.argv, params.evaluate.processes)
     section = params.analyses.robustness
     root = Path(args.out) / config.method / config.backbone
-    runs = [(PROMPTS_FOLDER, replace(config, prompt_modes=prompt_modes(section)))]
+    modes = prompt_modes(section)
+    runs = [(PROMPTS_FOLDER, replace(config, prompt_modes=modes))]
     # severity 0: the corruption runs' clean reference, their prompt modes on clean images
     runs.append(
         (f"{IMAGES_FOLDER}/{CLEAN}", replace(config, prompt_modes=section.corruption_modes))
@@ -91,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if main:
         # where the displaced clicks landed: rebuilt from the ground truth, no model
         placement = click_placement(
-            config, prompt_modes(section),
+            config, modes,
             image_size=method.spec.image_size, low_res=method.spec.low_res_size,
         )  # fmt: skip
         if not placement.empty:

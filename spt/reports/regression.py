@@ -40,10 +40,11 @@ spread (other or unknown numerics: another CPU model in native mode, a CPU witho
     Training amplifies last-bit differences into metric differences as large as the effect of
     another seed, so bit-for-bit comparison is meaningless. Each row's current mean is compared
     with the mean of all the reference's per-seed values within
-    ``max(tolerance, k * pooled_sd)``, ``k = spread_k(values compared, reference seeds)``. ``pooled_sd`` is the seed-to-seed standard
-    deviation of the metric pooled over every row of the same (record set, backbone, dataset):
-    all methods, stages and prompt modes, the root of the mean of the rows' sample variances (ddof=1); the
-    unweighted mean over datasets (dataset ``mean``) is its own group. Needs a reference of at
+    ``max(tolerance, k * pooled_sd)``, ``k = spread_k(values compared, reference seeds)``.
+    ``pooled_sd`` is the seed-to-seed standard deviation of the metric pooled over every row of
+    the same (record set, backbone, dataset): all methods, stages and prompt modes, the root of
+    the mean of the rows' sample variances (ddof=1); the unweighted mean over datasets (dataset
+    ``mean``) is its own group. Needs a reference of at
     least two seeds (``dvc exp run -S 'pipeline.seeds=[0,1,2]'``, then ``spt regress --update``).
 
 Why so wide a pool: a training seed moves all prompt modes of one trained model together, so
@@ -130,8 +131,9 @@ DESCRIPTION = (
     "embedded default evaluation, per seed ('seeds') and averaged over seeds; dataset 'mean' "
     "is the unweighted mean over datasets, n the number of scorable records (summed over "
     "seeds). Prompt modes prefixed '<folder>/<sub-folder>/' are the analyses' evaluations "
-    "(robust/, label_efficiency_eval/, transfer_eval/ below work/). 'numerics' says how the numbers were computed. `spt regress` compares the same "
-    "seeds within the absolute tolerance when the numerics are bit-identical, else within "
+    "(robust/, label_efficiency_eval/, transfer_eval/ below work/). 'numerics' says how the "
+    "numbers were computed. `spt regress` compares the same seeds within the absolute "
+    "tolerance when the numerics are bit-identical, else within "
     "max(tolerance, k x the pooled seed sd), k at least 5 and grown with the number of values "
     "compared (spt.reports.regression.spread_k); it fails when n changes or a row appears "
     "or disappears. After an intended change, rewrite it with `spt regress --update` (from 3 "
@@ -651,9 +653,10 @@ class RegressionResult:
         if not self.unchecked:
             return ""
         rows = sum(n for _, n in self.unchecked)
+        names = record_sets_text(s for s, _ in self.unchecked)
         return (
-            f"not checked: {rows} reference rows of {record_sets_text(s for s, _ in self.unchecked)}"
-            " (not among --records; nox -s regress passes them all)"
+            f"not checked: {rows} reference rows of {names} (not among --records; nox -s "
+            "regress passes them all)"
         )
 
     def report(self) -> str:
@@ -683,8 +686,8 @@ def _seed_n(row: Mapping, seeds) -> int:
 
 
 def pooled_seed_sd(rows: Mapping[tuple, Mapping], metric: str) -> dict[tuple, float | None]:
-    """Per (record set, backbone, dataset): the root of the mean over its rows (methods, stages, prompt
-    modes) of the sample variance (ddof=1) of the per-seed values; rows with fewer than two
+    """Per (record set, backbone, dataset): the root of the mean over its rows (methods, stages,
+    prompt modes) of the sample variance (ddof=1) of the per-seed values; rows with fewer than two
     non-null seeds are left out, and a group with none has None."""
     variances: dict[tuple, list[float]] = {}
     for key, row in rows.items():
@@ -711,7 +714,7 @@ def spread_k(n_values: int, n_reference_seeds: int) -> float:
 
 def _spread_group(key: tuple) -> tuple:
     # per record set: a corruption or a label-starved training spreads otherwise than the main
-    # evaluation, whose allowed differences stay what they were before the analyses joined
+    # evaluation, whose pooled sd stays what it was before the analyses joined
     named = dict(zip(KEY, key, strict=True))
     return (record_set_of(named["prompt_mode"]), *(named[k] for k in SPREAD_GROUP))
 
@@ -801,7 +804,8 @@ def check_regression(
         else:
             unchecked[row_set] = unchecked.get(row_set, 0) + 1
     sds = {m: pooled_seed_sd(ref_rows, m) for m in REFERENCE_METRICS}
-    n_values = len(expected.keys() & cur_rows.keys()) * len(tolerance)
+    n_compared = len(expected.keys() & cur_rows.keys())
+    n_values = n_compared * len(tolerance)
     k = spread_k(n_values, len(ref_seeds))
     found = []
     for key in sorted(
@@ -827,7 +831,6 @@ def check_regression(
         ref_n, cur_n = _seed_n(ref, cur_seeds), _seed_n(cur, cur_seeds)
         if ref_n != cur_n:
             found.append(Difference("n changed", key, "n", ref_n, cur_n))
-    n_compared = len(expected.keys() & cur_rows.keys())
     return RegressionResult(
         tuple(found), n_compared, tolerance, mode, note, tuple(cur_seeds), tuple(ref_seeds),
         tuple(sorted(given)), tuple(sorted(unchecked.items())), k, n_values,
